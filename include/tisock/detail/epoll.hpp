@@ -1,0 +1,106 @@
+// Linux backend: one epoll instance, edge-triggered registrations, an eventfd for wake-ups.
+#pragma once
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "../error.hpp"
+#include "descriptor.hpp"
+#include "sys.hpp"
+
+namespace tisock::detail {
+
+class epoll_backend {
+public:
+    static constexpr std::size_t max_events = 128;
+
+    epoll_backend() {
+        sys::result r = sys::invoke(sys::call::poller_create, 0, true,
+                                    [](std::size_t) -> long { return ::epoll_create1(EPOLL_CLOEXEC); });
+        if (!r) throw_errno(r.error, "epoll_create1");
+        epoll_fd_ = int(r.value);
+        r = sys::invoke(sys::call::wake_create, 0, true,
+                        [](std::size_t) -> long { return ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); });
+        if (!r) {
+            sys::close(epoll_fd_);
+            throw_errno(r.error, "eventfd");
+        }
+        wake_fd_ = int(r.value);
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLET;
+        ev.data.ptr = nullptr;  // the wake-up is the only registration without a descriptor_state
+        r = sys::invoke(sys::call::poller_ctl, 0, true,
+                        [&](std::size_t) -> long { return ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev); });
+        if (!r) {
+            sys::close(wake_fd_);
+            sys::close(epoll_fd_);
+            throw_errno(r.error, "epoll_ctl(eventfd)");
+        }
+    }
+    epoll_backend(const epoll_backend&) = delete;
+    epoll_backend& operator=(const epoll_backend&) = delete;
+    ~epoll_backend() {
+        sys::close(wake_fd_);
+        sys::close(epoll_fd_);
+    }
+
+    // Once per descriptor, for its whole life: both directions, edge-triggered.
+    // Returns 0 or an errno value.
+    int register_descriptor(descriptor_state& d) noexcept {
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+        ev.data.ptr = &d;
+        sys::result r = sys::invoke(sys::call::poller_ctl, 0, true,
+                                    [&](std::size_t) -> long { return ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, d.fd, &ev); });
+        return r ? 0 : r.error;
+    }
+
+    // Nothing to do: close() removes a descriptor from every epoll set (we never dup them),
+    // and events already collected for it are filtered by the reactor (fd == -1). Asio
+    // skips EPOLL_CTL_DEL on close for the same reason.
+    void deregister_descriptor(descriptor_state&) noexcept {}
+
+    // Thread-safe: makes a blocked wait() return.
+    void wake() noexcept {
+        std::uint64_t one = 1;
+        (void)sys::invoke(sys::call::wake_signal, 0, true,
+                          [&](std::size_t) -> long { return ::write(wake_fd_, &one, sizeof one); });
+    }
+
+    // Waits up to timeout_ms (-1: no limit, 0: poll) and translates what arrived.
+    std::size_t wait(ready_event* out, int timeout_ms) {
+        epoll_event native[max_events];
+        sys::result r = sys::invoke(sys::call::poller_wait, 0, false, [&](std::size_t) -> long {
+            return ::epoll_wait(epoll_fd_, native, int(max_events), timeout_ms);
+        });
+        if (!r) {
+            if (r.error == EINTR) return 0;  // a signal: the caller recomputes its timeout
+            throw_errno(r.error, "epoll_wait");
+        }
+        std::size_t n = std::size_t(r.value);
+        for (std::size_t i = 0; i < n; ++i) {
+            std::uint32_t ev = native[i].events;
+            auto* d = static_cast<descriptor_state*>(native[i].data.ptr);
+            if (d == nullptr) drain_wake();
+            out[i].d = d;
+            out[i].readable = (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+            out[i].writable = (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0;
+        }
+        return n;
+    }
+
+private:
+    void drain_wake() noexcept {
+        std::uint64_t count = 0;
+        (void)sys::invoke(sys::call::wake_drain, 0, true,
+                          [&](std::size_t) -> long { return ::read(wake_fd_, &count, sizeof count); });
+    }
+
+    int epoll_fd_ = -1;
+    int wake_fd_ = -1;
+};
+
+}  // namespace tisock::detail

@@ -1,0 +1,233 @@
+// The system-call seam. Every system call tisock makes goes through this file, which
+//  - normalises errors: results are returned, errno is captured in the same struct;
+//  - retries EINTR where retrying is correct (never for close(): Linux has already closed);
+//  - keeps the few calls that differ between Linux and the BSDs in one place;
+//  - offers a test-only fault hook (compile with TISOCK_FAULT_INJECTION) that can fail a
+//    call, or shorten its length, before it reaches the kernel. Off, it costs nothing.
+#pragma once
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+
+namespace tisock::detail::sys {
+
+// Whether the socket calls follow the BSD rules (no accept4/SOCK_NONBLOCK on macOS,
+// SO_NOSIGPIPE instead of MSG_NOSIGNAL). True with the kqueue backend, also when that
+// backend runs over the test emulation on Linux, so the BSD code paths are exercised.
+#if defined(TISOCK_BACKEND_KQUEUE_EMULATION) || defined(__APPLE__) || defined(__FreeBSD__) || \
+    defined(__OpenBSD__) || defined(__NetBSD__) || defined(__DragonFly__)
+inline constexpr bool bsd_sockets = true;
+#else
+inline constexpr bool bsd_sockets = false;
+#endif
+
+struct result {
+    long value = -1;  // the call's return value; -1 on failure
+    int error = 0;    // errno when value == -1
+    explicit operator bool() const noexcept { return value >= 0; }
+};
+
+enum class call : unsigned char {
+    socket, connect, accept, bind, listen, recv, send, close, shutdown,
+    getsockopt, setsockopt, getsockname, getpeername, fcntl,
+    poller_create, poller_ctl, poller_wait, wake_create, wake_signal, wake_drain,
+};
+
+#ifdef TISOCK_FAULT_INJECTION
+// Called before each system call. It may shorten `length` (short reads and writes) or
+// return true to skip the call, which then "returns" `value` with errno `error`.
+using fault_hook_fn = bool (*)(call c, std::size_t& length, long& value, int& error);
+inline fault_hook_fn fault_hook = nullptr;
+#endif
+
+// Runs `op(length)` unless the fault hook replaces it; retries EINTR when `retry_eintr`.
+template <class Op>
+inline result invoke(call c, std::size_t length, bool retry_eintr, Op op) noexcept {
+    for (;;) {
+        result r;
+#ifdef TISOCK_FAULT_INJECTION
+        if (fault_hook != nullptr && fault_hook(c, length, r.value, r.error)) {
+            if (r.value >= 0) r.error = 0;
+            if (r.value < 0 && r.error == EINTR && retry_eintr) continue;
+            return r;
+        }
+#else
+        (void)c;
+#endif
+        r.value = op(length);
+        if (r.value >= 0) return r;
+        r.error = errno;
+        if (r.error == EINTR && retry_eintr) continue;
+        return r;
+    }
+}
+
+inline result set_cloexec_nonblock(int fd) noexcept {
+    return invoke(call::fcntl, 0, true, [fd](std::size_t) -> long {
+        int flags = ::fcntl(fd, F_GETFL);
+        if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return -1;
+        return ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    });
+}
+
+inline result close(int fd) noexcept {
+    // No EINTR retry: on Linux the descriptor is released even when close() reports EINTR,
+    // and retrying could close a descriptor another thread just opened.
+    return invoke(call::close, 0, false, [fd](std::size_t) -> long { return ::close(fd); });
+}
+
+inline result setsockopt(int fd, int level, int name, const void* value, socklen_t size) noexcept {
+    return invoke(call::setsockopt, 0, true,
+                  [=](std::size_t) -> long { return ::setsockopt(fd, level, name, value, size); });
+}
+
+inline result getsockopt(int fd, int level, int name, void* value, socklen_t* size) noexcept {
+    return invoke(call::getsockopt, 0, true,
+                  [=](std::size_t) -> long { return ::getsockopt(fd, level, name, value, size); });
+}
+
+inline result set_int_option(int fd, int level, int name, int value) noexcept {
+    return setsockopt(fd, level, name, &value, sizeof value);
+}
+
+// A failed write to a peer that has gone away must never raise SIGPIPE, and the library
+// must not touch the process's signal dispositions: Linux suppresses it per call with
+// MSG_NOSIGNAL, the BSDs per socket with SO_NOSIGPIPE (libuv src/unix/core.c, Asio
+// socket_ops.ipp do the same).
+#if defined(MSG_NOSIGNAL)
+inline constexpr int send_flags = MSG_NOSIGNAL;
+#else
+inline constexpr int send_flags = 0;
+#endif
+
+inline result prepare_new_socket(int fd) noexcept {
+#if defined(SO_NOSIGPIPE)
+    if (result r = set_int_option(fd, SOL_SOCKET, SO_NOSIGPIPE, 1); !r) return r;
+#endif
+    (void)fd;
+    return {0, 0};
+}
+
+// A non-blocking, close-on-exec stream socket.
+inline result socket(int family) noexcept {
+    result r;
+    if constexpr (bsd_sockets) {
+        // macOS has no SOCK_NONBLOCK/SOCK_CLOEXEC: set them with fcntl (libuv uv__socket).
+        r = invoke(call::socket, 0, true, [family](std::size_t) -> long { return ::socket(family, SOCK_STREAM, 0); });
+        if (!r) return r;
+        if (result f = set_cloexec_nonblock(int(r.value)); !f) {
+            ::close(int(r.value));
+            return f;
+        }
+    } else {
+#if defined(SOCK_NONBLOCK)
+        r = invoke(call::socket, 0, true, [family](std::size_t) -> long {
+            return ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        });
+        if (!r) return r;
+#endif
+    }
+    if (result p = prepare_new_socket(int(r.value)); !p) {
+        ::close(int(r.value));
+        return p;
+    }
+    return r;
+}
+
+// accept() of a non-blocking, close-on-exec descriptor; fills `peer` when given.
+inline result accept(int fd, sockaddr_storage* peer) noexcept {
+    socklen_t size = sizeof(sockaddr_storage);
+    auto* addr = reinterpret_cast<sockaddr*>(peer);
+    socklen_t* size_ptr = peer != nullptr ? &size : nullptr;
+    result r;
+    if constexpr (bsd_sockets) {
+        // No accept4 on macOS (libuv uv__accept): accept, then set the flags.
+        r = invoke(call::accept, 0, true, [=](std::size_t) -> long { return ::accept(fd, addr, size_ptr); });
+        if (!r) return r;
+        if (result f = set_cloexec_nonblock(int(r.value)); !f) {
+            ::close(int(r.value));
+            return f;
+        }
+    } else {
+#if defined(SOCK_NONBLOCK)
+        r = invoke(call::accept, 0, true,
+                   [=](std::size_t) -> long { return ::accept4(fd, addr, size_ptr, SOCK_NONBLOCK | SOCK_CLOEXEC); });
+        if (!r) return r;
+#endif
+    }
+    if (result p = prepare_new_socket(int(r.value)); !p) {
+        ::close(int(r.value));
+        return p;
+    }
+    return r;
+}
+
+inline result connect(int fd, const sockaddr* addr, socklen_t size) noexcept {
+    // EINTR on a non-blocking connect means the attempt goes on asynchronously: treat it
+    // like EINPROGRESS instead of retrying (a retry would report EALREADY).
+    result r = invoke(call::connect, 0, false, [=](std::size_t) -> long { return ::connect(fd, addr, size); });
+    if (!r && r.error == EINTR) r.error = EINPROGRESS;
+    // Some kernels (Android, libuv src/unix/tcp.c) return -1 with errno 0: still in progress.
+    if (!r && r.error == 0) r.error = EINPROGRESS;
+    return r;
+}
+
+inline result bind(int fd, const sockaddr* addr, socklen_t size) noexcept {
+    return invoke(call::bind, 0, true, [=](std::size_t) -> long { return ::bind(fd, addr, size); });
+}
+
+inline result listen(int fd, int backlog) noexcept {
+    return invoke(call::listen, 0, true, [=](std::size_t) -> long { return ::listen(fd, backlog); });
+}
+
+inline result recv(int fd, void* data, std::size_t size) noexcept {
+    return invoke(call::recv, size, true, [=](std::size_t n) -> long { return ::recv(fd, data, n, 0); });
+}
+
+inline result send(int fd, const void* data, std::size_t size) noexcept {
+    return invoke(call::send, size, true, [=](std::size_t n) -> long { return ::send(fd, data, n, send_flags); });
+}
+
+inline result shutdown(int fd, int how) noexcept {
+    return invoke(call::shutdown, 0, true, [=](std::size_t) -> long { return ::shutdown(fd, how); });
+}
+
+inline result getsockname(int fd, sockaddr_storage& addr) noexcept {
+    return invoke(call::getsockname, 0, true, [fd, &addr](std::size_t) -> long {
+        socklen_t size = sizeof addr;
+        return ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &size);
+    });
+}
+
+inline result getpeername(int fd, sockaddr_storage& addr) noexcept {
+    return invoke(call::getpeername, 0, true, [fd, &addr](std::size_t) -> long {
+        socklen_t size = sizeof addr;
+        return ::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &size);
+    });
+}
+
+// The pending error of a socket (SO_ERROR), or the error of getsockopt itself.
+inline int socket_error(int fd) noexcept {
+    int err = 0;
+    socklen_t size = sizeof err;
+    if (result r = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &size); !r) return r.error;
+    return err;
+}
+
+// Abortive close: SO_LINGER {1, 0} makes close() send a reset instead of a FIN.
+inline void close_with_reset(int fd) noexcept {
+    linger l{};
+    l.l_onoff = 1;
+    l.l_linger = 0;
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    (void)close(fd);
+}
+
+}  // namespace tisock::detail::sys
