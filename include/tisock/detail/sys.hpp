@@ -94,7 +94,7 @@ inline result getsockopt(int fd, int level, int name, void* value, socklen_t* si
 }
 
 inline result set_int_option(int fd, int level, int name, int value) noexcept {
-    return setsockopt(fd, level, name, &value, sizeof value);
+    return sys::setsockopt(fd, level, name, &value, sizeof value);
 }
 
 // A failed write to a peer that has gone away must never raise SIGPIPE, and the library
@@ -217,7 +217,7 @@ inline result getpeername(int fd, sockaddr_storage& addr) noexcept {
 inline int socket_error(int fd) noexcept {
     int err = 0;
     socklen_t size = sizeof err;
-    if (result r = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &size); !r) return r.error;
+    if (result r = sys::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &size); !r) return r.error;
     return err;
 }
 
@@ -226,8 +226,8 @@ inline void close_with_reset(int fd) noexcept {
     linger l{};
     l.l_onoff = 1;
     l.l_linger = 0;
-    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-    (void)close(fd);
+    (void)sys::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    (void)sys::close(fd);
 }
 
 }  // namespace tisock::detail::sys

@@ -1,0 +1,299 @@
+// tisock::task<T> - a lazy coroutine, plus spawn() and sync_wait() to run tasks on a reactor.
+//
+// Awaiting a task starts it. When it completes without suspending, the awaiting coroutine
+// continues by returning false from await_suspend instead of being resumed from inside the
+// task's final_suspend: g++ 12 does not guarantee the tail call of symmetric transfer at
+// -O0 or under ASan, so a textbook task would grow the stack with every synchronous await
+// and overflow after some 100,000 of them. Only a task that really suspended resumes its
+// awaiter from final_suspend, so the stack depth is bounded by the nesting of tasks, never
+// by the number of sequential awaits.
+#pragma once
+
+#include <coroutine>
+#include <exception>
+#include <memory>
+#include <new>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "error.hpp"
+#include "reactor.hpp"
+
+namespace tisock {
+
+template <class T = void>
+class task;
+
+namespace detail {
+
+enum class task_phase : unsigned char {
+    started_inline,    // resumed from await_suspend, which has not returned yet
+    completed_inline,  // finished before await_suspend returned: the awaiter continues inline
+    detached,          // suspended: whoever resumes it later must resume the awaiter at the end
+};
+
+class task_promise_base {
+public:
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+
+    struct final_awaiter {
+        bool await_ready() const noexcept { return false; }
+        template <class Promise>
+        std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> h) const noexcept {
+            task_promise_base& p = h.promise();
+            if (p.phase_ == task_phase::started_inline) {
+                p.phase_ = task_phase::completed_inline;
+                return std::noop_coroutine();
+            }
+            return p.continuation_;
+        }
+        void await_resume() const noexcept {}
+    };
+    final_awaiter final_suspend() const noexcept { return {}; }
+
+    void unhandled_exception() noexcept { exception_ = std::current_exception(); }
+
+    // Starts the task on behalf of `awaiter`; true if it has finished already.
+    bool start_inline(std::coroutine_handle<> self, std::coroutine_handle<> awaiter) {
+        continuation_ = awaiter;
+        phase_ = task_phase::started_inline;
+        self.resume();
+        if (phase_ == task_phase::completed_inline) return true;
+        phase_ = task_phase::detached;
+        return false;
+    }
+
+protected:
+    void rethrow_if_failed() const {
+        if (exception_) std::rethrow_exception(exception_);
+    }
+
+private:
+    std::coroutine_handle<> continuation_;
+    std::exception_ptr exception_;
+    task_phase phase_ = task_phase::detached;
+};
+
+template <class T>
+class task_promise final : public task_promise_base {
+public:
+    task_promise() noexcept {}
+    task_promise(const task_promise&) = delete;
+    ~task_promise() {
+        if (has_value_) value_.~T();
+    }
+    task<T> get_return_object() noexcept;
+
+    template <class U = T>
+        requires std::is_convertible_v<U&&, T>
+    void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
+        ::new (static_cast<void*>(std::addressof(value_))) T(std::forward<U>(v));
+        has_value_ = true;
+    }
+
+    T result() {
+        rethrow_if_failed();
+        return std::move(value_);
+    }
+
+private:
+    union {
+        T value_;
+    };
+    bool has_value_ = false;
+};
+
+template <class T>
+class task_promise<T&> final : public task_promise_base {
+public:
+    task<T&> get_return_object() noexcept;
+    void return_value(T& v) noexcept { value_ = std::addressof(v); }
+    T& result() {
+        rethrow_if_failed();
+        return *value_;
+    }
+
+private:
+    T* value_ = nullptr;
+};
+
+template <>
+class task_promise<void> final : public task_promise_base {
+public:
+    task<void> get_return_object() noexcept;
+    void return_void() noexcept {}
+    void result() { rethrow_if_failed(); }
+};
+
+}  // namespace detail
+
+template <class T>
+class [[nodiscard]] task {
+public:
+    static_assert(!std::is_rvalue_reference_v<T>, "task<T>: T may be void, a value type or an lvalue reference");
+    using promise_type = detail::task_promise<T>;
+    using handle_type = std::coroutine_handle<promise_type>;
+
+    task() noexcept = default;
+    explicit task(handle_type h) noexcept : handle_(h) {}
+    task(task&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+    task& operator=(task&& other) noexcept {
+        if (this != &other) {
+            if (handle_) handle_.destroy();
+            handle_ = std::exchange(other.handle_, {});
+        }
+        return *this;
+    }
+    task(const task&) = delete;
+    task& operator=(const task&) = delete;
+    ~task() {
+        if (handle_) handle_.destroy();
+    }
+
+    bool valid() const noexcept { return static_cast<bool>(handle_); }
+
+    class awaiter {
+    public:
+        explicit awaiter(handle_type h) noexcept : handle_(h) {}
+        bool await_ready() const noexcept { return !handle_ || handle_.done(); }
+        bool await_suspend(std::coroutine_handle<> awaiting) {
+            return !handle_.promise().start_inline(handle_, awaiting);
+        }
+        T await_resume() {
+            if (!handle_) throw state_error("co_await on an empty tisock::task");
+            return handle_.promise().result();
+        }
+
+    private:
+        handle_type handle_;
+    };
+
+    awaiter operator co_await() && noexcept { return awaiter{handle_}; }
+    awaiter operator co_await() & noexcept { return awaiter{handle_}; }
+
+private:
+    handle_type handle_;
+};
+
+namespace detail {
+
+template <class T>
+task<T> task_promise<T>::get_return_object() noexcept {
+    return task<T>{std::coroutine_handle<task_promise<T>>::from_promise(*this)};
+}
+template <class T>
+task<T&> task_promise<T&>::get_return_object() noexcept {
+    return task<T&>{std::coroutine_handle<task_promise<T&>>::from_promise(*this)};
+}
+inline task<void> task_promise<void>::get_return_object() noexcept {
+    return task<void>{std::coroutine_handle<task_promise<void>>::from_promise(*this)};
+}
+
+// The coroutine at the root of spawn() and sync_wait(): owned by the reactor (a member of
+// its root list, counted as work) until it finishes, so that destroying the reactor
+// destroys it and, through the task it awaits, every frame below it.
+struct root_coroutine {
+    struct promise_type : reactor_member, operation {
+        reactor* owner = nullptr;
+        bool* done_flag = nullptr;  // sync_wait's completion flag, if any
+
+        root_coroutine get_return_object() noexcept {
+            return root_coroutine{std::coroutine_handle<promise_type>::from_promise(*this)};
+        }
+        std::suspend_always initial_suspend() const noexcept { return {}; }
+        struct final_awaiter {
+            bool await_ready() const noexcept { return false; }
+            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+                promise_type& p = h.promise();
+                p.owner->remove_root(&p);
+                if (p.done_flag != nullptr) *p.done_flag = true;
+                h.destroy();
+            }
+            void await_resume() const noexcept {}
+        };
+        final_awaiter final_suspend() const noexcept { return {}; }
+        void return_void() const noexcept {}
+        // A spawned task must handle its own exceptions (API.md); sync_wait's wrapper
+        // catches everything itself, so this only triggers for spawn.
+        void unhandled_exception() const noexcept { std::terminate(); }
+    };
+    std::coroutine_handle<promise_type> handle;
+
+    // Registers the root with `r` and starts it from the run loop.
+    void start_on(reactor& r, bool* done_flag) {
+        promise_type& p = handle.promise();
+        p.owner = &r;
+        p.done_flag = done_flag;
+        p.abandon = [](reactor_member* m) {
+            auto& self = static_cast<promise_type&>(*m);
+            std::coroutine_handle<promise_type>::from_promise(self).destroy();
+        };
+        p.invoke = [](operation* op, bool run) {
+            if (run) std::coroutine_handle<promise_type>::from_promise(static_cast<promise_type&>(*op)).resume();
+        };
+        r.add_root(&p);
+        r.defer(&p);
+    }
+};
+
+inline root_coroutine run_detached(task<void> t) { co_await std::move(t); }
+
+template <class T>
+struct sync_wait_result {
+    std::exception_ptr error;
+    std::conditional_t<std::is_void_v<T>, char, std::conditional_t<std::is_reference_v<T>,
+                                                                     std::remove_reference_t<T>*, std::optional<T>>>
+        value{};
+};
+
+template <class T>
+root_coroutine run_for_sync_wait(task<T> t, sync_wait_result<T>& out) {
+    try {
+        if constexpr (std::is_void_v<T>) {
+            co_await std::move(t);
+        } else if constexpr (std::is_reference_v<T>) {
+            out.value = std::addressof(co_await std::move(t));
+        } else {
+            out.value.emplace(co_await std::move(t));
+        }
+    } catch (...) {
+        out.error = std::current_exception();
+    }
+}
+
+}  // namespace detail
+
+// Starts `t` on `r` (from the run loop, not inside this call), detached. An exception
+// escaping `t` calls std::terminate.
+inline void spawn(reactor& r, task<void> t) { detail::run_detached(std::move(t)).start_on(r, nullptr); }
+
+// Runs `r` until `t` finishes; returns its result or rethrows its exception. Throws
+// state_error when called from a handler of `r` itself (the classic self-deadlock), or when
+// `r` is stopped, or runs out of work, before `t` finishes (the task is then destroyed).
+template <class T>
+T sync_wait(reactor& r, task<T> t) {
+    if (r.running_in_this_thread()) throw state_error("tisock::sync_wait called from inside the running reactor");
+    detail::sync_wait_result<T> result;
+    bool done = false;
+    detail::root_coroutine root = detail::run_for_sync_wait<T>(std::move(t), result);
+    root.start_on(r, &done);
+    while (!done) {
+        if (r.run_one() == 0 && !done) {
+            // Stopped or out of work: the task can never finish. Tear it down.
+            r.remove_root(&root.handle.promise());
+            r.cancel_deferred(&root.handle.promise());
+            root.handle.destroy();
+            throw state_error(r.stopped() ? "tisock::sync_wait: the reactor was stopped before the task finished"
+                                          : "tisock::sync_wait: the task can never finish (no work left)");
+        }
+    }
+    if (result.error) std::rethrow_exception(result.error);
+    if constexpr (std::is_reference_v<T>) {
+        return *result.value;
+    } else if constexpr (!std::is_void_v<T>) {
+        return std::move(*result.value);
+    }
+}
+
+}  // namespace tisock
