@@ -79,17 +79,17 @@ public:
     // (and the tasks they await), pending callbacks, queued handlers; closes sockets.
     ~reactor() {
         destroying_ = true;
-        destroy_queue(ready_);
+        destroy_queue(ready_);  // deferred completions first: their owners are torn down next
+        // Members unlink themselves when abandoned; abandoning one may release others.
+        while (!roots_.empty()) abandon(roots_);
+        while (!members_.empty()) abandon(members_);
+        // Abandoned sockets have canceled their resolver jobs, so nothing is posted anymore.
         {
             std::lock_guard lock(post_mutex_);
             ready_.append(posted_);
             posted_count_.store(0, std::memory_order_relaxed);
         }
         destroy_queue(ready_);
-        // Members unlink themselves when abandoned; abandoning one may release others.
-        while (!roots_.empty()) abandon(roots_);
-        while (!members_.empty()) abandon(members_);
-        destroy_queue(ready_);  // completions queued while abandoning
         timers_.clear();
         for (detail::descriptor_state* d : descriptor_pool_) delete d;
     }
@@ -168,6 +168,12 @@ public:
     // Runs `op` from the run loop, after what is already queued (never inside the caller).
     void defer(detail::operation* op) noexcept { ready_.push(op); }
     bool cancel_deferred(detail::operation* op) noexcept { return ready_.remove(op); }
+
+    // Runs a callable from the run loop (reactor thread only; allocates).
+    template <class F>
+    void defer_call(F&& f) {
+        ready_.push(new detail::posted_handler<std::decay_t<F>>(std::decay_t<F>(std::forward<F>(f))));
+    }
 
     // Timers count as work while armed.
     void schedule_timer(detail::timer_node* t, detail::clock::time_point deadline) {
@@ -270,6 +276,7 @@ private:
         }
         if (!write_half_) {
             write_half_ = true;
+            if (e.hung_up) d->hung_up = true;
             if (e.readable) {
                 d->read_ready = true;
                 if (detail::io_waiter* w = d->reader) {

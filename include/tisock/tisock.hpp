@@ -1,6 +1,10 @@
 // The whole public API of tisock.
 #pragma once
 
+#include "buffer.hpp"
+#include "codec.hpp"
 #include "error.hpp"
 #include "reactor.hpp"
+#include "stream.hpp"
 #include "task.hpp"
+#include "tcp.hpp"

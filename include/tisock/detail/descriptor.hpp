@@ -23,6 +23,9 @@ struct descriptor_state {
     int fd = -1;
     bool read_ready = false;
     bool write_ready = false;
+    // The peer has shut down or reset the connection. Sticky: a short read does not clear
+    // read_ready once this is set, since no further edge will announce the end of stream.
+    bool hung_up = false;
     io_waiter* reader = nullptr;
     io_waiter* writer = nullptr;
     descriptor_state* next = nullptr;  // free/retired lists of the reactor
@@ -34,6 +37,7 @@ struct ready_event {
     descriptor_state* d = nullptr;
     bool readable = false;  // also set on hang-up and error: the next read reports them
     bool writable = false;  // also set on hang-up and error: the next write reports them
+    bool hung_up = false;   // peer shut down its side (EPOLLRDHUP/EPOLLHUP, kqueue EV_EOF) or error
 };
 
 }  // namespace tisock::detail

@@ -88,6 +88,7 @@ public:
             out[i].d = d;
             out[i].readable = (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
             out[i].writable = (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0;
+            out[i].hung_up = (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
         }
         return n;
     }

@@ -1,0 +1,1025 @@
+// The socket's lifecycle: the one state machine behind tisock::tcp.
+//
+// Both faces of the socket drive this file: the callback functions (connect, listen,
+// accept, close, read, write) and the awaitables (async_connect, async_accept, async_read,
+// async_write). An operation is a socket_op; the two styles differ only in what its
+// `complete` function does (resume a coroutine, or call a std::function and free the op).
+// Every assignment of `state_` is in this file.
+//
+// Rules that shape the code:
+//  - Callbacks never run inside the call that started an operation: anything that
+//    finishes or fails during such a call is queued on the reactor (libuv's delayed_error).
+//    Only completions observed from the run loop (readiness, timers, resolver results)
+//    run directly.
+//  - A socket stays alive while it runs a user callback (a `socket_ref` on the stack), so a
+//    callback may close its socket or drop the last handle to it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "../error.hpp"
+#include "../reactor.hpp"
+#include "address.hpp"
+#include "resolver.hpp"
+#include "sys.hpp"
+
+namespace tisock {
+
+enum class state { initialized, connected, listening, closed, error };
+
+inline std::string_view to_string(state s) {
+    switch (s) {
+        case state::initialized: return "initialized";
+        case state::connected: return "connected";
+        case state::listening: return "listening";
+        case state::closed: return "closed";
+        case state::error: return "error";
+    }
+    return "unknown";
+}
+
+class tcp;
+using error_callback = std::function<void(tcp& socket, const std::string& error, std::error_code code)>;
+
+struct tcp_options {
+    std::string host{};
+    int port = 0;
+    std::chrono::milliseconds timeout{0};  // 0 = none; bounds connect and each write
+    int listen_queue_size = 128;           // max pending inbound connections
+    std::function<void(tcp& socket)> connected{};
+    error_callback error{};
+    std::function<void(tcp& listener, tcp inbound)> accepted{};
+};
+
+struct accept_options {
+    error_callback error{};
+    std::chrono::milliseconds timeout{0};
+};
+
+namespace detail {
+
+class socket_impl;
+
+// An owning (reference-counted) pointer to a socket; tcp handles and operations in flight
+// hold one. Counting is not atomic: a socket belongs to one reactor thread.
+class socket_ref {
+public:
+    socket_ref() noexcept = default;
+    explicit socket_ref(socket_impl* p) noexcept;
+    socket_ref(const socket_ref& o) noexcept : socket_ref(o.p_) {}
+    socket_ref(socket_ref&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    socket_ref& operator=(socket_ref o) noexcept {
+        std::swap(p_, o.p_);
+        return *this;
+    }
+    ~socket_ref();
+    socket_impl* get() const noexcept { return p_; }
+    socket_impl* operator->() const noexcept { return p_; }
+    explicit operator bool() const noexcept { return p_ != nullptr; }
+    void reset() noexcept { socket_ref().swap(*this); }
+    void swap(socket_ref& o) noexcept { std::swap(p_, o.p_); }
+
+private:
+    socket_impl* p_ = nullptr;
+};
+
+enum class op_status : unsigned char {
+    idle,     // not started, or finished
+    pending,  // registered with its socket, counted as reactor work
+    queued,   // finished; its completion waits in the reactor's ready queue
+};
+
+// One operation on a socket, in either style.
+struct socket_op : operation {
+    socket_ref owner;  // keeps the socket alive while the operation exists
+    std::error_code ec;
+    std::size_t bytes = 0;
+    op_status status = op_status::idle;
+    void (*complete)(socket_op* self) = nullptr;  // resume the coroutine / call the callback
+    void (*discard)(socket_op* self) = nullptr;   // reactor destroyed: release, run nothing
+
+    socket_op() noexcept {
+        invoke = [](operation* o, bool run) {
+            auto* op = static_cast<socket_op*>(o);
+            op->status = op_status::idle;
+            if (run) {
+                op->complete(op);
+            } else {
+                op->discard(op);
+            }
+        };
+    }
+};
+
+struct read_op : socket_op {
+    std::span<std::byte> into;
+    std::chrono::milliseconds deadline{0};  // per-call read deadline (async_read overload)
+    struct deadline_timer : timer_node {
+        read_op* op = nullptr;
+    } timer;
+    bool eof = false;
+};
+
+struct write_op : socket_op {
+    std::span<const std::byte> from;
+    write_op* next_write = nullptr;
+};
+
+struct connect_op : socket_op {};
+struct shutdown_op : socket_op {};
+
+struct accept_op : socket_op {
+    accept_options options;
+    socket_ref inbound;  // the result
+};
+
+// A connection taken off the kernel queue, waiting for accept().
+struct pending_connection {
+    int fd = -1;
+    sockaddr_storage peer{};
+};
+
+class socket_impl final : public reactor_member {
+public:
+    socket_impl(reactor& r, tcp_options options) : reactor_(&r), options_(std::move(options)) {
+        if (options_.listen_queue_size < 0) throw std::invalid_argument("tisock: listen_queue_size must be >= 0");
+        read_waiter_.self = write_waiter_.self = this;
+        read_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_readable(); };
+        write_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_writable(); };
+        deadline_.self = backoff_.self = this;
+        deadline_.on_expire = [](timer_node* t) { static_cast<socket_timer*>(t)->self->on_deadline(); };
+        backoff_.on_expire = [](timer_node* t) { static_cast<socket_timer*>(t)->self->on_accept_backoff(); };
+        abandon = [](reactor_member* m) { static_cast<socket_impl*>(m)->abandon_reactor(); };
+        r.add_member(this);
+    }
+
+    socket_impl(const socket_impl&) = delete;
+    socket_impl& operator=(const socket_impl&) = delete;
+
+    // The last handle and the last operation are gone: close silently.
+    ~socket_impl() {
+        if (reactor_ == nullptr) return;
+        release_resources();
+        reactor_->remove_member(this);
+    }
+
+    void add_ref() noexcept { ++refs_; }
+    void release() noexcept {
+        if (--refs_ == 0) delete this;
+    }
+
+    // ---- Properties ------------------------------------------------------------------------
+
+    state current_state() const noexcept { return state_; }
+    bool is_connecting() const noexcept { return connecting_; }
+    bool is_inbound() const noexcept { return inbound_; }
+    const tcp_options& options() const noexcept { return options_; }
+    int native_handle() const noexcept { return d_ != nullptr ? d_->fd : -1; }
+    reactor& owner() const {
+        check_reactor();
+        return *reactor_;
+    }
+
+    // host, port and timeout are fixed while connected, listening or connecting.
+    template <class Field, class Value>
+    void set_fixed_property(Field tcp_options::*field, Value&& v, const char* name) {
+        if (state_ == state::connected || state_ == state::listening || connecting_) {
+            throw state_error(std::string("tisock: cannot set ") + name + " while the socket is " +
+                              std::string(connecting_ ? "connecting" : to_string(state_)));
+        }
+        options_.*field = std::forward<Value>(v);
+    }
+    void set_listen_queue_size(int n) {
+        if (n < 0) throw std::invalid_argument("tisock: listen_queue_size must be >= 0");
+        options_.listen_queue_size = n;
+    }
+    template <class F>
+    void set_callback(F tcp_options::*field, F f) {
+        options_.*field = std::move(f);
+    }
+
+    std::string local_host() const { return local_address().first; }
+    int local_port() const { return local_address().second; }
+
+    void set_socket_option(int level, int name, int value, const char* what) {
+        if (state_ != state::connected) {
+            throw state_error(std::string("tisock: ") + what + " needs a connected socket (state is " +
+                              std::string(to_string(state_)) + ")");
+        }
+        if (sys::result r = sys::set_int_option(d_->fd, level, name, value); !r) throw_errno(r.error, what);
+    }
+
+    // ---- connect ---------------------------------------------------------------------------
+
+    void start_connect(connect_op* waiter) {
+        check_reactor();
+        if (inbound_) throw state_error("tisock: connect() on an accepted socket (accepted sockets are never reused)");
+        if (connecting_) throw state_error("tisock: connect() while a connect is already in flight");
+        if (state_ == state::connected || state_ == state::listening) {
+            throw state_error("tisock: connect() on a " + std::string(to_string(state_)) + " socket");
+        }
+        check_port(options_.port, port_use::connect);
+        host_spec host = classify_host(options_.host, options_.port);
+
+        state_ = state::initialized;  // a closed or failed socket is re-initialized
+        connecting_ = true;
+        connect_waiter_ = waiter;
+        if (waiter != nullptr) waiter->status = op_status::pending;
+        reactor_->add_work();  // the connect itself, in either style
+        if (options_.timeout.count() > 0) reactor_->schedule_timer(&deadline_, clock::now() + options_.timeout);
+        candidates_.clear();
+        next_candidate_ = 0;
+        last_connect_error_ = {};
+        if (host.numeric) {
+            candidates_.push_back(host.literal);
+            try_next_candidate(true);
+            return;
+        }
+        job_ = std::make_shared<resolve_job>();
+        job_->host = options_.host;
+        job_->port = options_.port;
+        job_->target = reactor_;
+        job_->on_done = [this](resolve_job& job) { on_resolved(job); };
+        resolver_thread::submit(job_);
+    }
+
+    // ---- listen / accept -------------------------------------------------------------------
+
+    void listen() {
+        check_reactor();
+        if (inbound_) throw state_error("tisock: listen() on an accepted socket (accepted sockets are never reused)");
+        if (connecting_) throw state_error("tisock: listen() while a connect is in flight");
+        if (state_ == state::connected || state_ == state::listening) {
+            throw state_error("tisock: listen() on a " + std::string(to_string(state_)) + " socket");
+        }
+        // Argument errors leave the socket as it is; system failures move it to error.
+        check_port(options_.port, port_use::listen);
+        if (options_.host.empty()) {
+            throw std::invalid_argument("tisock: listen() needs a host: INADDR_ANY (all interfaces) is not supported");
+        }
+        host_spec host = classify_host(options_.host, options_.port);
+        std::vector<endpoint> endpoints;
+        if (host.numeric) {
+            endpoints.push_back(host.literal);
+        } else {
+            int sys_errno = 0;
+            if (int rc = resolve_blocking(options_.host, options_.port, endpoints, sys_errno); rc != 0) {
+                state_ = state::error;
+                std::error_code ec = rc == EAI_SYSTEM ? errno_code(sys_errno) : std::error_code(rc, resolver_category());
+                throw std::system_error(ec, "tisock: listen() could not resolve host \"" + options_.host + "\"");
+            }
+        }
+        for (const endpoint& e : endpoints) {
+            if (is_wildcard(e)) {
+                throw std::invalid_argument("tisock: host \"" + options_.host +
+                                            "\" is a wildcard address: INADDR_ANY is not supported");
+            }
+        }
+        std::error_code ec;
+        for (const endpoint& e : endpoints) {
+            ec = open_listener(e);
+            if (!ec) break;
+        }
+        if (ec) {
+            state_ = state::error;
+            throw std::system_error(ec, "tisock: listen() on " + options_.host + ":" + std::to_string(options_.port));
+        }
+        state_ = state::listening;
+        if (options_.port == 0) options_.port = local_port();
+    }
+
+    // Callback accept(): flags the listener for the next connection (one-shot).
+    void flag_accept(accept_options options) {
+        check_listening("accept()");
+        if (accepting_ != nullptr && accepting_ != &flagged_accept_) {
+            throw state_error("tisock: accept() while async_accept() is pending (they share one slot)");
+        }
+        flagged_accept_.options = std::move(options);  // a repeated call replaces the options
+        if (accepting_ == &flagged_accept_) return;
+        flagged_accept_.owner = socket_ref(this);  // an armed listener keeps itself alive
+        flagged_accept_.ec = {};
+        flagged_accept_.complete = [](socket_op* op) {
+            static_cast<socket_impl*>(op->owner.get())->deliver_flagged_accept(static_cast<accept_op*>(op));
+        };
+        flagged_accept_.discard = [](socket_op* op) { op->owner.reset(); };
+        begin_accept(&flagged_accept_);
+    }
+
+    // async_accept(): true if a connection was handed over at once.
+    bool start_async_accept(accept_op& op) {
+        check_listening("async_accept()");
+        if (accepting_ != nullptr) throw state_error("tisock: an accept is already pending on this listener");
+        if (!pending_.empty()) {
+            op.inbound = adopt_pending(op.options, op.ec);
+            return true;
+        }
+        begin_accept(&op);
+        return false;
+    }
+
+    // ---- read ------------------------------------------------------------------------------
+
+    // True if the read completed at once (op.bytes / op.ec / op.eof set).
+    bool start_read(read_op& op) {
+        check_connected("read");
+        if (reading_ != nullptr) throw state_error("tisock: a read is already pending on this socket");
+        op.ec = {};
+        op.bytes = 0;
+        op.eof = false;
+        if (op.into.empty()) return true;
+        if (d_->read_ready) {
+            switch (try_read(op)) {
+                case io_result::done: return true;
+                case io_result::failed:
+                    reading_ = &op;
+                    fail_inside_call(op);
+                    return true;
+                case io_result::would_block: break;
+            }
+        }
+        reading_ = &op;
+        op.status = op_status::pending;
+        d_->reader = &read_waiter_;
+        reactor_->add_work();
+        if (op.deadline.count() > 0) {
+            op.timer.op = &op;
+            op.timer.on_expire = [](timer_node* t) {
+                read_op* r = static_cast<read_op::deadline_timer*>(t)->op;
+                static_cast<socket_impl*>(r->owner.get())->on_read_deadline(*r);
+            };
+            reactor_->schedule_timer(&op.timer, clock::now() + op.deadline);
+        }
+        return false;
+    }
+
+    // ---- write -----------------------------------------------------------------------------
+
+    // True if the write completed at once. A write with nothing queued ahead of it hands
+    // the kernel what it will take before returning.
+    bool start_write(write_op& op) {
+        check_connected("write");
+        if (shutdown_requested_) throw state_error("tisock: write after shutdown()");
+        op.ec = {};
+        op.bytes = 0;
+        if (write_head_ == nullptr) {
+            switch (try_write(op)) {
+                case io_result::done: return true;
+                case io_result::failed:
+                    write_head_ = write_tail_ = &op;
+                    fail_inside_call(op);
+                    return true;
+                case io_result::would_block: break;
+            }
+        }
+        enqueue_write(op);
+        return false;
+    }
+
+    // ---- shutdown --------------------------------------------------------------------------
+
+    // True if the sending side was shut down at once (nothing queued).
+    bool start_shutdown(shutdown_op& op) {
+        check_connected("shutdown()");
+        if (shutdown_requested_) throw state_error("tisock: shutdown() was already called");
+        shutdown_requested_ = true;
+        op.ec = {};
+        if (write_head_ == nullptr) {
+            if (sys::result r = sys::shutdown(d_->fd, SHUT_WR); !r) op.ec = errno_code(r.error);
+            return true;
+        }
+        shutdown_ = &op;
+        op.status = op_status::pending;
+        reactor_->add_work();
+        return false;
+    }
+
+    // ---- close -----------------------------------------------------------------------------
+
+    // Blocking close: on return the descriptor is closed and the state is closed. Pending
+    // operations end with operation_canceled; no error callback runs.
+    void close() {
+        check_reactor();
+        if (state_ != state::connected && state_ != state::listening && !connecting_) {
+            throw state_error("tisock: close() on a " + std::string(to_string(state_)) +
+                              " socket (only connected, listening or connecting sockets can be closed)");
+        }
+        socket_ref keep(this);
+        state_ = state::closed;
+        finish_all(std::make_error_code(std::errc::operation_canceled));
+    }
+
+    // A pending operation whose owner goes away (its coroutine frame is destroyed).
+    void forget(socket_op& op) noexcept {
+        if (op.status == op_status::queued) {
+            if (reactor_ != nullptr) reactor_->cancel_deferred(&op);
+            op.status = op_status::idle;
+            return;
+        }
+        if (op.status != op_status::pending) return;
+        op.status = op_status::idle;
+        if (reactor_ == nullptr) return;
+        reactor_->remove_work();
+        if (&op == reading_) {
+            reading_ = nullptr;
+            if (d_ != nullptr) d_->reader = nullptr;
+            reactor_->cancel_timer(&static_cast<read_op&>(op).timer);
+        } else if (&op == accepting_) {
+            accepting_ = nullptr;
+        } else if (&op == connect_waiter_) {
+            connect_waiter_ = nullptr;
+            reactor_->add_work();  // the connect goes on without its waiter
+        } else if (&op == shutdown_) {
+            shutdown_ = nullptr;
+        } else {
+            unlink_write(static_cast<write_op&>(op));
+        }
+    }
+
+private:
+    enum class io_result { done, would_block, failed };
+
+    struct waiter : io_waiter {
+        socket_impl* self = nullptr;
+    };
+    struct socket_timer : timer_node {
+        socket_impl* self = nullptr;
+    };
+
+    void check_reactor() const {
+        if (reactor_ == nullptr) throw state_error("tisock: the socket's reactor has been destroyed");
+    }
+    void check_connected(const char* what) const {
+        check_reactor();
+        if (state_ != state::connected) {
+            throw state_error(std::string("tisock: ") + what + " needs a connected socket (state is " +
+                              std::string(connecting_ ? "connecting" : to_string(state_)) + ")");
+        }
+    }
+    void check_listening(const char* what) const {
+        check_reactor();
+        if (state_ != state::listening) {
+            throw state_error(std::string("tisock: ") + what + " needs a listening socket (state is " +
+                              std::string(to_string(state_)) + ")");
+        }
+    }
+
+    std::pair<std::string, int> local_address() const {
+        sockaddr_storage s{};
+        if (d_ == nullptr || !sys::getsockname(d_->fd, s)) return {std::string(), 0};
+        return {format_host(s), format_port(s)};
+    }
+
+    // Completion from the run loop: runs now. From inside a user's call: queued.
+    void complete_now(socket_op& op) {
+        op.status = op_status::idle;
+        op.complete(&op);
+    }
+    void complete_later(socket_op& op) {
+        op.status = op_status::queued;
+        reactor_->defer(&op);
+    }
+    // Ends a pending operation with `ec`, through the ready queue.
+    void finish_pending(socket_op& op, std::error_code ec) {
+        reactor_->remove_work();
+        op.ec = ec;
+        complete_later(op);
+    }
+
+    // ---- descriptors -----------------------------------------------------------------------
+
+    std::error_code adopt_descriptor(int fd) {
+        int error = 0;
+        d_ = reactor_->open_descriptor(fd, error);
+        if (d_ != nullptr) return {};
+        (void)sys::close(fd);
+        return errno_code(error);
+    }
+
+    void release_descriptor() noexcept {
+        if (d_ == nullptr) return;
+        reactor_->close_descriptor(d_);
+        d_ = nullptr;
+    }
+
+    std::error_code open_listener(const endpoint& e) {
+        sys::result s = sys::socket(e.family());
+        if (!s) return errno_code(s.error);
+        int fd = int(s.value);
+        // Restarting a server must not fail on connections in TIME_WAIT (robustness E9).
+        (void)sys::set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+        if (e.family() == AF_INET6) (void)sys::set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+        // The kernel's backlog is only a hint, so it is kept large: the exact limit,
+        // listen_queue_size, is enforced in user space by drain_listener().
+        sys::result r = sys::bind(fd, e.addr(), e.size);
+        if (r) r = sys::listen(fd, SOMAXCONN);
+        if (!r) {
+            (void)sys::close(fd);
+            return errno_code(r.error);
+        }
+        if (std::error_code ec = adopt_descriptor(fd)) return ec;
+        d_->reader = &read_waiter_;  // the listener drains the kernel queue whenever it runs
+        return {};
+    }
+
+    // ---- connect internals -----------------------------------------------------------------
+
+    void on_resolved(resolve_job& job) {
+        job_.reset();
+        if (job.gai_error != 0) {
+            last_connect_error_ = job.gai_error == EAI_SYSTEM ? errno_code(job.sys_errno)
+                                                              : std::error_code(job.gai_error, resolver_category());
+            connect_failed(false);
+            return;
+        }
+        candidates_ = std::move(job.endpoints);
+        try_next_candidate(false);
+    }
+
+    // Tries the remaining addresses in order; `inside_call` when run from connect() itself.
+    void try_next_candidate(bool inside_call) {
+        while (next_candidate_ < candidates_.size()) {
+            const endpoint& e = candidates_[next_candidate_++];
+            sys::result s = sys::socket(e.family());
+            if (!s) {
+                last_connect_error_ = errno_code(s.error);
+                continue;
+            }
+            if (std::error_code ec = adopt_descriptor(int(s.value))) {
+                last_connect_error_ = ec;
+                continue;
+            }
+            sys::result r = sys::connect(d_->fd, e.addr(), e.size);
+            if (r) {
+                connect_succeeded(inside_call);
+                return;
+            }
+            if (r.error == EINPROGRESS) {
+                d_->writer = &write_waiter_;
+                return;
+            }
+            last_connect_error_ = errno_code(r.error);
+            release_descriptor();
+        }
+        connect_failed(inside_call);
+    }
+
+    void on_connect_writable() {
+        int err = sys::socket_error(d_->fd);
+        if (err == 0) {
+            d_->writer = nullptr;
+            connect_succeeded(false);
+            return;
+        }
+        last_connect_error_ = errno_code(err);
+        release_descriptor();
+        try_next_candidate(false);
+    }
+
+    void end_connecting() noexcept {
+        connecting_ = false;
+        reactor_->cancel_timer(&deadline_);
+        reactor_->remove_work();
+    }
+
+    void connect_succeeded(bool inside_call) {
+        end_connecting();
+        state_ = state::connected;
+        if (inside_call) {
+            // Rare (loopback may connect at once): report from the run loop all the same.
+            reactor_->defer_call([keep = socket_ref(this)] { keep->announce_connected(); });
+            return;
+        }
+        announce_connected();
+    }
+
+    // `connected` observer first, then the waiting coroutine (if any).
+    void announce_connected() {
+        socket_ref keep(this);
+        connect_op* waiter = std::exchange(connect_waiter_, nullptr);
+        if (state_ == state::connected) notify_connected();
+        if (waiter != nullptr) {
+            if (state_ != state::connected && !waiter->ec) waiter->ec = std::make_error_code(std::errc::operation_canceled);
+            complete_now(*waiter);
+        }
+    }
+
+    void connect_failed(bool inside_call) {
+        (void)inside_call;  // always reported through the queue
+        std::error_code ec = last_connect_error_ ? last_connect_error_ : std::make_error_code(std::errc::host_unreachable);
+        end_connecting();
+        release_descriptor();
+        state_ = state::error;
+        if (connect_waiter_ != nullptr) {
+            connect_waiter_->ec = ec;
+            complete_later(*std::exchange(connect_waiter_, nullptr));
+        }
+        queue_error_notification(ec);
+    }
+
+    // ---- listener internals ----------------------------------------------------------------
+
+    void begin_accept(accept_op* op) {
+        accepting_ = op;
+        op->status = op_status::pending;
+        reactor_->add_work();
+        if (!pending_.empty()) schedule_delivery();
+    }
+
+    // Takes every connection off the kernel queue: up to listen_queue_size wait in user
+    // space (one more while an accept is flagged), the rest are reset at once.
+    void drain_listener() {
+        if (backoff_.armed()) return;
+        for (;;) {
+            pending_connection c;
+            sys::result r = sys::accept(d_->fd, &c.peer);
+            if (!r) {
+                if (r.error == EAGAIN || r.error == EWOULDBLOCK) {
+                    d_->read_ready = false;
+                    break;
+                }
+                if (r.error == ECONNABORTED || r.error == EPROTO || r.error == ENOPROTOOPT || r.error == EHOSTDOWN ||
+                    r.error == ENONET || r.error == EHOSTUNREACH || r.error == EOPNOTSUPP || r.error == ENETUNREACH) {
+                    continue;  // that connection died in the queue; the next one may be fine
+                }
+                if (r.error == EMFILE || r.error == ENFILE || r.error == ENOBUFS || r.error == ENOMEM) {
+                    // Out of descriptors: the connection stays in the kernel queue. With
+                    // edge-triggered readiness nothing would retry, and retrying at once
+                    // would spin; so retry after a pause, keeping the listener open.
+                    reactor_->schedule_timer(&backoff_, clock::now() + accept_backoff);
+                    reactor_->remove_work();  // the pause alone is not work
+                    break;
+                }
+                fail(errno_code(r.error));
+                return;
+            }
+            c.fd = int(r.value);
+            std::size_t capacity = std::size_t(options_.listen_queue_size) + (accepting_ != nullptr ? 1 : 0);
+            if (pending_.size() >= capacity) {
+                sys::close_with_reset(c.fd);
+                continue;
+            }
+            pending_.push_back(c);
+        }
+        if (accepting_ != nullptr && !pending_.empty()) deliver_accept();
+    }
+
+    void cancel_backoff() noexcept {
+        if (!backoff_.armed()) return;
+        reactor_->cancel_timer(&backoff_);
+        reactor_->add_work();  // the pause was never counted as work
+    }
+
+    void on_accept_backoff() {
+        reactor_->add_work();  // cancel_timer()'s bookkeeping took one
+        drain_listener();
+    }
+
+    // From the run loop: hands the first pending connection to the waiting accept.
+    void deliver_accept() {
+        accept_op* op = std::exchange(accepting_, nullptr);
+        reactor_->remove_work();
+        op->inbound = adopt_pending(op->options, op->ec);
+        complete_now(*op);
+    }
+
+    // A pending connection exists when an accept starts: hand it over from the run loop.
+    void schedule_delivery() {
+        socket_ref keep(this);
+        reactor_->defer_call([keep] {
+            socket_impl* self = keep.get();
+            if (self->state_ == state::listening && self->accepting_ != nullptr && !self->pending_.empty()) {
+                self->deliver_accept();
+            }
+        });
+    }
+
+    // Wraps a pending descriptor in a new socket, created connected with the accept options.
+    socket_ref adopt_pending(const accept_options& options, std::error_code& ec) {
+        pending_connection c = pending_.front();
+        pending_.pop_front();
+        tcp_options inbound_options;
+        inbound_options.host = format_host(c.peer);
+        inbound_options.port = format_port(c.peer);
+        inbound_options.timeout = options.timeout;
+        inbound_options.error = options.error;
+        socket_ref in(new socket_impl(*reactor_, std::move(inbound_options)));
+        in->inbound_ = true;
+        if ((ec = in->adopt_descriptor(c.fd))) return {};
+        in->state_ = state::connected;
+        return in;
+    }
+
+    void deliver_flagged_accept(accept_op* op);  // defined in tcp.hpp (needs tcp)
+
+    // ---- I/O internals ---------------------------------------------------------------------
+
+    io_result try_read(read_op& op) {
+        sys::result r = sys::recv(d_->fd, op.into.data(), op.into.size());
+        if (r) {
+            op.bytes = std::size_t(r.value);
+            op.eof = r.value == 0;
+            // A short read drained the socket: wait for the next edge instead of paying an
+            // EAGAIN. Not after the peer hung up: no further edge will come.
+            if (op.bytes < op.into.size() && !op.eof && !d_->hung_up) d_->read_ready = false;
+            return io_result::done;
+        }
+        if (r.error == EAGAIN || r.error == EWOULDBLOCK) {
+            d_->read_ready = false;
+            return io_result::would_block;
+        }
+        op.ec = errno_code(r.error);
+        return io_result::failed;
+    }
+
+    io_result try_write(write_op& op) {
+        while (op.bytes < op.from.size()) {
+            std::size_t left = op.from.size() - op.bytes;
+            sys::result r = sys::send(d_->fd, op.from.data() + op.bytes, left);
+            if (r) {
+                op.bytes += std::size_t(r.value);
+                if (std::size_t(r.value) < left) {
+                    d_->write_ready = false;  // the send buffer is full: wait for the edge
+                    return io_result::would_block;
+                }
+                continue;
+            }
+            if (r.error == EAGAIN || r.error == EWOULDBLOCK) {
+                d_->write_ready = false;
+                return io_result::would_block;
+            }
+            op.ec = errno_code(r.error);
+            return io_result::failed;
+        }
+        return io_result::done;
+    }
+
+    void enqueue_write(write_op& op) {
+        op.status = op_status::pending;
+        op.next_write = nullptr;
+        reactor_->add_work();
+        if (write_tail_ != nullptr) {
+            write_tail_->next_write = &op;
+            write_tail_ = &op;
+            return;
+        }
+        write_head_ = write_tail_ = &op;
+        start_head_write();
+    }
+
+    // The head of the queue starts sending: its timeout runs from now.
+    void start_head_write() {
+        d_->writer = &write_waiter_;
+        if (options_.timeout.count() > 0) reactor_->schedule_timer(&deadline_, clock::now() + options_.timeout);
+    }
+
+    void unlink_write(write_op& op) noexcept {
+        write_op* prev = nullptr;
+        for (write_op* w = write_head_; w != nullptr; prev = w, w = w->next_write) {
+            if (w != &op) continue;
+            (prev != nullptr ? prev->next_write : write_head_) = w->next_write;
+            if (write_tail_ == w) write_tail_ = prev;
+            if (prev == nullptr) {
+                reactor_->cancel_timer(&deadline_);
+                if (write_head_ != nullptr && d_ != nullptr) {
+                    start_head_write();
+                } else if (d_ != nullptr) {
+                    d_->writer = nullptr;
+                }
+            }
+            return;
+        }
+    }
+
+    void on_readable() {
+        if (state_ == state::listening) {
+            drain_listener();
+            return;
+        }
+        read_op* op = reading_;
+        if (op == nullptr) return;
+        switch (try_read(*op)) {
+            case io_result::would_block: return;
+            case io_result::failed: fail(op->ec);
+                                    return;
+            case io_result::done: break;
+        }
+        reading_ = nullptr;
+        d_->reader = nullptr;
+        reactor_->cancel_timer(&op->timer);
+        reactor_->remove_work();
+        complete_now(*op);
+    }
+
+    void on_writable() {
+        if (connecting_) {
+            on_connect_writable();
+            return;
+        }
+        socket_ref keep(this);
+        while (write_op* op = write_head_) {
+            switch (try_write(*op)) {
+                case io_result::would_block: return;
+                case io_result::failed: fail(op->ec);
+                                        return;
+                case io_result::done: break;
+            }
+            reactor_->cancel_timer(&deadline_);
+            write_head_ = op->next_write;
+            if (write_head_ == nullptr) {
+                write_tail_ = nullptr;
+                d_->writer = nullptr;
+            } else {
+                start_head_write();
+            }
+            reactor_->remove_work();
+            complete_now(*op);  // may close the socket or queue more writes
+            if (state_ != state::connected || d_ == nullptr) return;
+        }
+        if (shutdown_ != nullptr && write_head_ == nullptr) finish_shutdown();
+    }
+
+    void finish_shutdown() {
+        shutdown_op* op = std::exchange(shutdown_, nullptr);
+        if (sys::result r = sys::shutdown(d_->fd, SHUT_WR); !r) op->ec = errno_code(r.error);
+        reactor_->remove_work();
+        complete_now(*op);
+    }
+
+    void on_deadline() {
+        if (connecting_) {
+            last_connect_error_ = std::make_error_code(std::errc::timed_out);
+            if (job_) {
+                job_->cancel();
+                job_.reset();
+            }
+            connect_failed(false);
+            return;
+        }
+        fail(std::make_error_code(std::errc::timed_out));  // a write did not finish in time
+    }
+
+    void on_read_deadline(read_op& op) {
+        // A read deadline is not a socket error: the socket stays connected.
+        reading_ = nullptr;
+        if (d_ != nullptr) d_->reader = nullptr;
+        reactor_->remove_work();
+        op.ec = std::make_error_code(std::errc::timed_out);
+        complete_now(op);
+    }
+
+    // An operation failed inside the user's call (it is already linked as the pending
+    // read or the head write): the socket fails now - state, descriptor - and the operation
+    // reports the error through the queue, like every other pending one.
+    void fail_inside_call(socket_op& op) {
+        std::error_code ec = op.ec;
+        op.status = op_status::pending;
+        reactor_->add_work();
+        fail(ec);
+    }
+
+    // An asynchronous failure of a connected or listening socket: state error, descriptor
+    // closed, pending operations completed with `ec`, then the error callback.
+    void fail(std::error_code ec) {
+        socket_ref keep(this);
+        state_ = state::error;
+        finish_all(ec);
+        queue_error_notification(ec);
+    }
+
+    // Closes the descriptor and ends every pending operation with `ec` (through the queue).
+    void finish_all(std::error_code ec) {
+        if (connecting_) {
+            end_connecting();
+            if (connect_waiter_ != nullptr) {
+                connect_waiter_->ec = ec;
+                connect_waiter_->status = op_status::pending;
+                complete_later(*std::exchange(connect_waiter_, nullptr));
+            }
+        }
+        if (job_) {
+            job_->cancel();
+            job_.reset();
+        }
+        if (reading_ != nullptr) {
+            reactor_->cancel_timer(&reading_->timer);
+            finish_pending(*std::exchange(reading_, nullptr), ec);
+        }
+        if (accepting_ != nullptr) {
+            accept_op* op = std::exchange(accepting_, nullptr);
+            if (op == &flagged_accept_) {
+                // The callback style has no channel for this: accepted() is simply not called.
+                reactor_->remove_work();
+                op->status = op_status::idle;
+                op->owner.reset();  // may not be the last reference: `keep` holds one
+            } else {
+                finish_pending(*op, ec);
+            }
+        }
+        reactor_->cancel_timer(&deadline_);
+        cancel_backoff();
+        while (write_op* w = write_head_) {
+            write_head_ = w->next_write;
+            finish_pending(*w, ec);
+        }
+        write_tail_ = nullptr;
+        if (shutdown_ != nullptr) finish_pending(*std::exchange(shutdown_, nullptr), ec);
+        shutdown_requested_ = false;
+        release_descriptor();
+        for (const pending_connection& c : pending_) sys::close_with_reset(c.fd);
+        pending_.clear();
+    }
+
+    void queue_error_notification(std::error_code ec);  // defined in tcp.hpp (needs tcp)
+    void notify_connected();                             // defined in tcp.hpp (needs tcp)
+
+    // Handles dropped or reactor gone: free what the socket holds without any callback.
+    void release_resources() noexcept {
+        if (job_) {
+            job_->cancel();
+            job_.reset();
+        }
+        reactor_->cancel_timer(&deadline_);
+        cancel_backoff();
+        if (connecting_) {
+            connecting_ = false;
+            reactor_->remove_work();
+        }
+        release_descriptor();
+        for (const pending_connection& c : pending_) sys::close_with_reset(c.fd);
+        pending_.clear();
+    }
+
+    // The reactor is being destroyed: drop every operation without running it (coroutine
+    // frames are destroyed by their owners), close everything, and orphan the socket.
+    void abandon_reactor() noexcept {
+        socket_ref keep(this);
+        auto drop = [](socket_op* op) {
+            if (op == nullptr) return;
+            op->status = op_status::idle;
+            op->discard(op);
+        };
+        if (reading_ != nullptr) reactor_->cancel_timer(&reading_->timer);
+        drop(std::exchange(reading_, nullptr));
+        drop(std::exchange(accepting_, nullptr));
+        drop(std::exchange(connect_waiter_, nullptr));
+        drop(std::exchange(shutdown_, nullptr));
+        while (write_op* w = write_head_) {
+            write_head_ = w->next_write;
+            drop(w);
+        }
+        write_tail_ = nullptr;
+        release_resources();
+        state_ = state::closed;
+        reactor_ = nullptr;
+    }
+
+    reactor* reactor_;
+    std::size_t refs_ = 0;
+    tcp_options options_;
+    state state_ = state::initialized;
+    bool connecting_ = false;
+    bool inbound_ = false;
+    bool shutdown_requested_ = false;
+    descriptor_state* d_ = nullptr;
+    waiter read_waiter_;
+    waiter write_waiter_;
+    socket_timer deadline_;  // connect timeout, or the timeout of the head write
+    socket_timer backoff_;   // accept paused after EMFILE/ENFILE
+
+    read_op* reading_ = nullptr;
+    accept_op* accepting_ = nullptr;  // accept() and async_accept() share this slot
+    accept_op flagged_accept_;        // the callback accept() flag
+    connect_op* connect_waiter_ = nullptr;
+    write_op* write_head_ = nullptr;
+    write_op* write_tail_ = nullptr;
+    shutdown_op* shutdown_ = nullptr;
+
+    std::shared_ptr<resolve_job> job_;
+    std::vector<endpoint> candidates_;
+    std::size_t next_candidate_ = 0;
+    std::error_code last_connect_error_;
+    std::deque<pending_connection> pending_;
+
+    static constexpr std::chrono::milliseconds accept_backoff{100};
+
+    friend class tisock::tcp;
+};
+
+inline socket_ref::socket_ref(socket_impl* p) noexcept : p_(p) {
+    if (p_ != nullptr) p_->add_ref();
+}
+inline socket_ref::~socket_ref() {
+    if (p_ != nullptr) p_->release();
+}
+
+}  // namespace detail
+}  // namespace tisock

@@ -1,0 +1,317 @@
+// tisock::tcp - Titanium's Ti.Network.Socket.TCP, with callbacks and with co_await.
+//
+// A tcp is a reference-counted handle: copies refer to the same socket, == compares
+// identity, and the socket closes silently when the last handle and the last operation in
+// flight are gone. The lifecycle lives in detail/socket_impl.hpp; this file is the two
+// faces over it: the spec's callback functions (with the Ti.IOStream read/write) and the
+// awaitables. Both start the same operations, so no transition is coded twice.
+#pragma once
+
+#include <netinet/tcp.h>
+
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "buffer.hpp"
+#include "detail/socket_impl.hpp"
+#include "reactor.hpp"
+
+namespace tisock {
+
+struct io_event;
+using io_callback = std::function<void(const io_event&)>;
+
+namespace detail {
+
+// The coroutine face of an operation: it lives in the awaiting coroutine's frame, so
+// starting and completing it allocates nothing.
+template <class Op>
+struct coroutine_op : Op {
+    std::coroutine_handle<> waiting;
+
+    explicit coroutine_op(socket_ref socket) noexcept {
+        this->owner = std::move(socket);
+        this->complete = [](socket_op* op) { static_cast<coroutine_op*>(op)->waiting.resume(); };
+        this->discard = [](socket_op*) {};  // the frame is destroyed by its owner
+    }
+    coroutine_op(const coroutine_op&) = delete;
+    coroutine_op& operator=(const coroutine_op&) = delete;
+    ~coroutine_op() {
+        if (this->status != op_status::idle) this->owner->forget(*this);
+    }
+
+    void await_suspend(std::coroutine_handle<> h) noexcept { waiting = h; }
+    void throw_if_failed(const char* what) const {
+        if (this->ec) throw std::system_error(this->ec, what);
+    }
+};
+
+}  // namespace detail
+
+class tcp {
+public:
+    tcp(reactor& r, tcp_options options = {}) : impl_(new detail::socket_impl(r, std::move(options))) {}
+
+    // A handle: like a JavaScript object reference, a const handle still refers to a
+    // socket that can be used, so the operations are const member functions.
+
+    friend bool operator==(const tcp& a, const tcp& b) noexcept { return a.impl_.get() == b.impl_.get(); }
+
+    // ---- Properties ------------------------------------------------------------------------
+    tisock::state state() const noexcept { return impl_->current_state(); }
+    const std::string& host() const noexcept { return impl_->options().host; }
+    int port() const noexcept { return impl_->options().port; }
+    std::chrono::milliseconds timeout() const noexcept { return impl_->options().timeout; }
+    int listen_queue_size() const noexcept { return impl_->options().listen_queue_size; }
+    bool is_connecting() const noexcept { return impl_->is_connecting(); }
+    std::string local_host() const { return impl_->local_host(); }
+    int local_port() const { return impl_->local_port(); }
+    int native_handle() const noexcept { return impl_->native_handle(); }
+    reactor& get_reactor() const { return impl_->owner(); }
+
+    // host, port and timeout throw state_error while connected, listening or connecting.
+    void set_host(std::string host) const { impl_->set_fixed_property(&tcp_options::host, std::move(host), "host"); }
+    void set_port(int port) const { impl_->set_fixed_property(&tcp_options::port, port, "port"); }
+    void set_timeout(std::chrono::milliseconds t) const {
+        if (t.count() < 0) throw std::invalid_argument("tisock: timeout must be >= 0");
+        impl_->set_fixed_property(&tcp_options::timeout, t, "timeout");
+    }
+    void set_listen_queue_size(int n) const { impl_->set_listen_queue_size(n); }
+    void set_connected(std::function<void(tcp&)> f) const { impl_->set_callback(&tcp_options::connected, std::move(f)); }
+    void set_error(error_callback f) const { impl_->set_callback(&tcp_options::error, std::move(f)); }
+    void set_accepted(std::function<void(tcp&, tcp)> f) const {
+        impl_->set_callback(&tcp_options::accepted, std::move(f));
+    }
+
+    // Beyond the spec, on connected sockets.
+    void set_no_delay(bool on) const { impl_->set_socket_option(IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0, "set_no_delay"); }
+    void set_keep_alive(bool on) const { impl_->set_socket_option(SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0, "set_keep_alive"); }
+
+    // ---- Spec functions (callback style) ---------------------------------------------------
+    void connect() const { impl_->start_connect(nullptr); }
+    void listen() const { impl_->listen(); }
+    void accept(accept_options options = {}) const { impl_->flag_accept(std::move(options)); }
+    void close() const { impl_->close(); }
+    void shutdown(std::function<void(tcp&, std::error_code)> done = {}) const;
+
+    // ---- Ti.IOStream (callback style) ------------------------------------------------------
+    bool is_readable() const noexcept { return state() == tisock::state::connected; }
+    bool is_writable() const noexcept { return state() == tisock::state::connected; }
+    void read(buffer& into, io_callback callback) const { read(into, 0, into.length(), std::move(callback)); }
+    void read(buffer& into, std::size_t offset, std::size_t length, io_callback callback) const;
+    void read(buffer&& into, io_callback callback) const = delete;  // the buffer must outlive the read
+    void read(buffer&& into, std::size_t offset, std::size_t length, io_callback callback) const = delete;
+    void write(buffer data, io_callback callback) const {
+        std::size_t n = data.length();
+        write(std::move(data), 0, n, std::move(callback));
+    }
+    void write(buffer data, std::size_t offset, std::size_t length, io_callback callback) const;
+
+    // ---- Coroutine style -------------------------------------------------------------------
+    class [[nodiscard]] connect_awaiter : public detail::coroutine_op<detail::connect_op> {
+    public:
+        using coroutine_op::coroutine_op;
+        bool await_ready() {
+            owner->start_connect(this);
+            return false;  // even a loopback connect reports from the run loop
+        }
+        void await_resume() const { throw_if_failed("tisock: connect"); }
+    };
+
+    class [[nodiscard]] accept_awaiter : public detail::coroutine_op<detail::accept_op> {
+    public:
+        accept_awaiter(detail::socket_ref s, accept_options o) : coroutine_op(std::move(s)) {
+            options = std::move(o);
+        }
+        bool await_ready() { return owner->start_async_accept(*this); }
+        tcp await_resume() {
+            throw_if_failed("tisock: accept");
+            return tcp(std::move(inbound));
+        }
+    };
+
+    class [[nodiscard]] read_awaiter : public detail::coroutine_op<detail::read_op> {
+    public:
+        read_awaiter(detail::socket_ref s, std::span<std::byte> buf, std::chrono::milliseconds limit)
+            : coroutine_op(std::move(s)) {
+            into = buf;
+            deadline = limit;
+        }
+        bool await_ready() { return owner->start_read(*this); }
+        std::size_t await_resume() const {
+            throw_if_failed("tisock: read");
+            return bytes;
+        }
+    };
+
+    class [[nodiscard]] write_awaiter : public detail::coroutine_op<detail::write_op> {
+    public:
+        write_awaiter(detail::socket_ref s, std::span<const std::byte> buf) : coroutine_op(std::move(s)) {
+            from = buf;
+        }
+        bool await_ready() { return owner->start_write(*this); }
+        std::size_t await_resume() const {
+            throw_if_failed("tisock: write");
+            return bytes;
+        }
+    };
+
+    class [[nodiscard]] shutdown_awaiter : public detail::coroutine_op<detail::shutdown_op> {
+    public:
+        using coroutine_op::coroutine_op;
+        bool await_ready() { return owner->start_shutdown(*this); }
+        void await_resume() const { throw_if_failed("tisock: shutdown"); }
+    };
+
+    connect_awaiter async_connect() const { return connect_awaiter(impl_); }
+    accept_awaiter async_accept(accept_options options = {}) const { return accept_awaiter(impl_, std::move(options)); }
+    // Completes with at least one byte, or 0 at end of stream.
+    read_awaiter async_read(std::span<std::byte> into) const { return read_awaiter(impl_, into, {}); }
+    // As above; throws timed_out if nothing arrives within `limit` (the socket stays connected).
+    read_awaiter async_read(std::span<std::byte> into, std::chrono::milliseconds limit) const {
+        if (limit.count() <= 0) throw std::invalid_argument("tisock: async_read timeout must be > 0");
+        return read_awaiter(impl_, into, limit);
+    }
+    // Completes when every byte has been handed to the kernel.
+    write_awaiter async_write(std::span<const std::byte> from) const { return write_awaiter(impl_, from); }
+    shutdown_awaiter async_shutdown() const { return shutdown_awaiter(impl_); }
+
+private:
+    explicit tcp(detail::socket_ref impl) noexcept : impl_(std::move(impl)) {}
+    friend class detail::socket_impl;
+
+    detail::socket_ref impl_;
+};
+
+// What a Ti.IOStream read or write callback receives. bytes_processed is -1 at end of
+// stream (success == true) and on failure (success == false, code and error set).
+struct io_event {
+    tcp source;
+    std::int64_t bytes_processed;
+    bool success;
+    std::error_code code;
+    std::string error;
+};
+
+namespace detail {
+
+// The callback face of an operation: allocated per call, freed after its callback ran.
+template <class Op, class Callback>
+struct callback_op : Op {
+    Callback callback;
+
+    callback_op(socket_ref socket, Callback cb) : callback(std::move(cb)) {
+        this->owner = std::move(socket);
+        this->discard = [](socket_op* op) { delete static_cast<callback_op*>(op); };
+    }
+
+    // Reports through the queue when the operation ended inside the starting call.
+    template <class Starter>
+    static void start(std::unique_ptr<callback_op> op, Starter starter) {
+        socket_impl* s = op->owner.get();
+        bool done = starter(*s, *op);
+        callback_op* raw = op.release();
+        if (done && raw->status == op_status::idle) {
+            raw->status = op_status::queued;
+            s->owner().defer(raw);
+        }
+    }
+};
+
+inline io_event make_io_event(const socket_op& op, tcp source, bool end_of_stream) {
+    io_event e{std::move(source), -1, !op.ec, op.ec, {}};
+    if (op.ec) {
+        e.error = op.ec.message();
+    } else if (!end_of_stream) {
+        e.bytes_processed = std::int64_t(op.bytes);
+    }
+    return e;
+}
+
+inline void socket_impl::notify_connected() {
+    if (!options_.connected) return;
+    tcp self(socket_ref(this));
+    auto callback = options_.connected;  // the callback may replace itself
+    callback(self);
+}
+
+inline void socket_impl::queue_error_notification(std::error_code ec) {
+    reactor_->defer_call([keep = socket_ref(this), ec] {
+        if (!keep->options_.error) return;
+        tcp self(keep);
+        auto callback = keep->options_.error;
+        callback(self, ec.message(), ec);
+    });
+}
+
+inline void socket_impl::deliver_flagged_accept(accept_op* op) {
+    socket_ref listener = std::move(op->owner);  // the one-shot flag is consumed
+    socket_ref inbound = std::move(op->inbound);
+    if (!inbound) {
+        // The connection could not be registered (it is closed): stay flagged for the next.
+        if (state_ == state::listening && accepting_ == nullptr) {
+            op->owner = listener;
+            begin_accept(op);
+        }
+        return;
+    }
+    if (!options_.accepted) return;  // nobody takes it: the inbound socket closes
+    tcp self(listener);
+    auto callback = options_.accepted;
+    callback(self, tcp(std::move(inbound)));
+}
+
+}  // namespace detail
+
+inline void tcp::read(buffer& into, std::size_t offset, std::size_t length, io_callback callback) const {
+    if (offset > into.length()) throw std::out_of_range("tisock: read offset is past the end of the buffer");
+    if (length > into.length() - offset) throw std::out_of_range("tisock: read length runs past the end of the buffer");
+    using op_type = detail::callback_op<detail::read_op, io_callback>;
+    auto op = std::make_unique<op_type>(impl_, std::move(callback));
+    op->into = into.span().subspan(offset, length);
+    op->complete = [](detail::socket_op* o) {
+        std::unique_ptr<op_type> self(static_cast<op_type*>(o));
+        io_event e = detail::make_io_event(*self, tcp(self->owner), self->eof);
+        self->callback(e);
+    };
+    op_type::start(std::move(op), [](detail::socket_impl& s, detail::read_op& r) { return s.start_read(r); });
+}
+
+inline void tcp::write(buffer data, std::size_t offset, std::size_t length, io_callback callback) const {
+    if (offset > data.length()) throw std::out_of_range("tisock: write offset is past the end of the buffer");
+    if (length > data.length() - offset) throw std::out_of_range("tisock: write length runs past the end of the buffer");
+    struct write_with_buffer : detail::write_op {
+        buffer owned;  // the write owns its bytes, so temporaries are safe
+    };
+    using op_type = detail::callback_op<write_with_buffer, io_callback>;
+    auto op = std::make_unique<op_type>(impl_, std::move(callback));
+    op->owned = std::move(data);
+    op->from = std::as_const(op->owned).span().subspan(offset, length);
+    op->complete = [](detail::socket_op* o) {
+        std::unique_ptr<op_type> self(static_cast<op_type*>(o));
+        io_event e = detail::make_io_event(*self, tcp(self->owner), false);
+        if (self->callback) self->callback(e);
+    };
+    op_type::start(std::move(op), [](detail::socket_impl& s, detail::write_op& w) { return s.start_write(w); });
+}
+
+inline void tcp::shutdown(std::function<void(tcp&, std::error_code)> done) const {
+    using op_type = detail::callback_op<detail::shutdown_op, std::function<void(tcp&, std::error_code)>>;
+    auto op = std::make_unique<op_type>(impl_, std::move(done));
+    op->complete = [](detail::socket_op* o) {
+        std::unique_ptr<op_type> self(static_cast<op_type*>(o));
+        if (!self->callback) return;
+        tcp source(self->owner);
+        self->callback(source, self->ec);
+    };
+    op_type::start(std::move(op), [](detail::socket_impl& s, detail::shutdown_op& o) { return s.start_shutdown(o); });
+}
+
+}  // namespace tisock
