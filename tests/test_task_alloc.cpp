@@ -1,0 +1,159 @@
+// Heap allocations of the coroutine machinery, counted with a replacement global operator
+// new. In its own executable: the replacement is program-wide and would otherwise count
+// (and slow down) every other test.
+//
+// Target (STYLE.md, "the awaiter is the operation"): awaiting a task allocates its frame
+// and nothing else; a sleep_for allocates nothing once the timer heap has grown.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdlib>
+#include <new>
+
+#include <tisock/reactor.hpp>
+#include <tisock/task.hpp>
+
+#include "foundation_support.hpp"
+
+namespace {
+std::atomic<std::size_t> allocation_count{0};
+
+std::size_t allocations() noexcept { return allocation_count.load(std::memory_order_relaxed); }
+
+void* counted_alloc(std::size_t n) noexcept {
+    allocation_count.fetch_add(1, std::memory_order_relaxed);
+    return std::malloc(n == 0 ? 1 : n);
+}
+void* counted_alloc(std::size_t n, std::align_val_t align) noexcept {
+    allocation_count.fetch_add(1, std::memory_order_relaxed);
+    std::size_t a = static_cast<std::size_t>(align);
+    if (a < sizeof(void*)) a = sizeof(void*);
+    void* p = nullptr;
+    return ::posix_memalign(&p, a, n == 0 ? 1 : n) == 0 ? p : nullptr;
+}
+void* checked(void* p) {
+    if (p == nullptr) throw std::bad_alloc();
+    return p;
+}
+}  // namespace
+
+// Replacement allocation functions: every form, so that nothing bypasses the count.
+void* operator new(std::size_t n) { return checked(counted_alloc(n)); }
+void* operator new[](std::size_t n) { return checked(counted_alloc(n)); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
+void* operator new(std::size_t n, std::align_val_t a) { return checked(counted_alloc(n, a)); }
+void* operator new[](std::size_t n, std::align_val_t a) { return checked(counted_alloc(n, a)); }
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept { return counted_alloc(n, a); }
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept { return counted_alloc(n, a); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+
+using namespace std::chrono_literals;
+using tisock::reactor;
+using tisock::task;
+using tisock_test::watchdog;
+
+namespace {
+
+constexpr int rounds = 10'000;
+
+task<int> ready_value(int v) { co_return v; }
+
+task<int> sleeps_then(reactor& r, int v) {
+    co_await r.sleep_for(1us);
+    co_return v;
+}
+
+// Returns the allocations made by `rounds` awaits of a ready task, measured inside the
+// awaiting coroutine (so sync_wait's own frames are not counted).
+task<std::size_t> measure_ready_awaits() {
+    (void)co_await ready_value(0);  // warm-up
+    long long sum = 0;
+    std::size_t before = allocations();
+    for (int i = 0; i < rounds; ++i) sum += co_await ready_value(i);
+    std::size_t after = allocations();
+    if (sum != static_cast<long long>(rounds) * (rounds - 1) / 2) throw std::logic_error("wrong sum");
+    co_return after - before;
+}
+
+task<std::size_t> measure_sleeps(reactor& r) {
+    for (int i = 0; i < 100; ++i) co_await r.sleep_for(1us);  // grows the timer heap
+    std::size_t before = allocations();
+    for (int i = 0; i < rounds / 10; ++i) co_await r.sleep_for(1us);
+    co_return allocations() - before;
+}
+
+task<std::size_t> measure_suspending_awaits(reactor& r) {
+    (void)co_await sleeps_then(r, 0);
+    std::size_t before = allocations();
+    for (int i = 0; i < rounds / 10; ++i) (void)co_await sleeps_then(r, i);
+    co_return allocations() - before;
+}
+
+}  // namespace
+
+TEST_CASE("heap allocations per co_await of a ready task: the frame, nothing else") {
+    watchdog wd{60s};
+    reactor r;
+    std::size_t n = tisock::sync_wait(r, measure_ready_awaits());
+    double per_await = double(n) / rounds;
+    MESSAGE("allocations per co_await of a ready task (frame included): " << per_await << " (" << n << " over "
+                                                                            << rounds << " awaits)");
+    // One allocation is the task's own frame (none if the compiler elides it, HALO).
+    CHECK(n <= std::size_t(rounds));
+}
+
+TEST_CASE("heap allocations per co_await of a task that suspends on a timer: the frame, nothing else") {
+    watchdog wd{60s};
+    reactor r;
+    std::size_t n = tisock::sync_wait(r, measure_suspending_awaits(r));
+    MESSAGE("allocations per co_await of a suspending task (frame included): " << double(n) / (rounds / 10));
+    CHECK(n <= std::size_t(rounds / 10));
+}
+
+TEST_CASE("sleep_for allocates nothing in steady state") {
+    watchdog wd{60s};
+    reactor r;
+    std::size_t n = tisock::sync_wait(r, measure_sleeps(r));
+    MESSAGE("allocations per sleep_for: " << double(n) / (rounds / 10));
+    CHECK(n == 0);
+}
+
+TEST_CASE("post and spawn allocation counts (reported)") {
+    watchdog wd{60s};
+    reactor r;
+    int handler_called = 0;
+    std::size_t before = allocations();
+    for (int i = 0; i < rounds; ++i) r.post([&handler_called] { ++handler_called; });
+    std::size_t posts = allocations() - before;
+    CHECK(r.run() == std::size_t(rounds));
+    CHECK(handler_called == rounds);
+    MESSAGE("allocations per post: " << double(posts) / rounds);
+    CHECK(posts <= std::size_t(rounds));  // one node per handler (it type-erases the callable)
+
+    struct body {
+        static task<void> run(int& c) {
+            ++c;
+            co_return;
+        }
+    };
+    before = allocations();
+    for (int i = 0; i < 1000; ++i) tisock::spawn(r, body::run(handler_called));
+    std::size_t spawns = allocations() - before;
+    CHECK(r.run() == 1000);
+    MESSAGE("allocations per spawn: " << double(spawns) / 1000 << " (task frame + root frame)");
+    CHECK(spawns <= 2000);
+}
