@@ -232,6 +232,7 @@ public:
 
         state_ = state::initialized;  // a closed or failed socket is re-initialized
         connecting_ = true;
+        connect_keepalive_ = socket_ref(this);  // a connect in flight keeps its socket alive
         connect_waiter_ = waiter;
         if (waiter != nullptr) waiter->status = op_status::pending;
         reactor_->add_work();  // the connect itself, in either style
@@ -584,14 +585,16 @@ private:
         try_next_candidate(false);
     }
 
-    void end_connecting() noexcept {
+    // Returns the reference the connect held: callers keep it until they are done.
+    [[nodiscard]] socket_ref end_connecting() noexcept {
         connecting_ = false;
         reactor_->cancel_timer(&deadline_);
         reactor_->remove_work();
+        return std::move(connect_keepalive_);
     }
 
     void connect_succeeded(bool inside_call) {
-        end_connecting();
+        socket_ref keep = end_connecting();
         state_ = state::connected;
         if (inside_call) {
             // Rare (loopback may connect at once): report from the run loop all the same.
@@ -615,7 +618,7 @@ private:
     void connect_failed(bool inside_call) {
         (void)inside_call;  // always reported through the queue
         std::error_code ec = last_connect_error_ ? last_connect_error_ : std::make_error_code(std::errc::host_unreachable);
-        end_connecting();
+        socket_ref keep = end_connecting();
         release_descriptor();
         state_ = state::error;
         if (connect_waiter_ != nullptr) {
@@ -897,8 +900,9 @@ private:
 
     // Closes the descriptor and ends every pending operation with `ec` (through the queue).
     void finish_all(std::error_code ec) {
+        socket_ref connect_reference;  // released when everything below is done
         if (connecting_) {
-            end_connecting();
+            connect_reference = end_connecting();
             if (connect_waiter_ != nullptr) {
                 connect_waiter_->ec = ec;
                 connect_waiter_->status = op_status::pending;
@@ -952,6 +956,7 @@ private:
         if (connecting_) {
             connecting_ = false;
             reactor_->remove_work();
+            connect_keepalive_.swap(abandoned_connect_reference_);  // see abandon_reactor
         }
         release_descriptor();
         for (const pending_connection& c : pending_) sys::close_with_reset(c.fd);
@@ -980,6 +985,7 @@ private:
         release_resources();
         state_ = state::closed;
         reactor_ = nullptr;
+        abandoned_connect_reference_.reset();  // may be the last reference: `keep` defers it
     }
 
     reactor* reactor_;
@@ -1003,6 +1009,8 @@ private:
     write_op* write_tail_ = nullptr;
     shutdown_op* shutdown_ = nullptr;
 
+    socket_ref connect_keepalive_;            // held while connecting
+    socket_ref abandoned_connect_reference_;  // released at the end of abandon_reactor
     std::shared_ptr<resolve_job> job_;
     std::vector<endpoint> candidates_;
     std::size_t next_candidate_ = 0;
