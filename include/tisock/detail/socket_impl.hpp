@@ -220,7 +220,7 @@ public:
 
     // ---- connect ---------------------------------------------------------------------------
 
-    void start_connect(connect_op* waiter) {
+    void start_connect(connect_op* waiting) {
         check_reactor();
         if (inbound_) throw state_error("tisock: connect() on an accepted socket (accepted sockets are never reused)");
         if (connecting_) throw state_error("tisock: connect() while a connect is already in flight");
@@ -233,8 +233,8 @@ public:
         state_ = state::initialized;  // a closed or failed socket is re-initialized
         connecting_ = true;
         connect_keepalive_ = socket_ref(this);  // a connect in flight keeps its socket alive
-        connect_waiter_ = waiter;
-        if (waiter != nullptr) waiter->status = op_status::pending;
+        connect_waiter_ = waiting;
+        if (waiting != nullptr) waiting->status = op_status::pending;
         reactor_->add_work();  // the connect itself, in either style
         if (options_.timeout.count() > 0) reactor_->schedule_timer(&deadline_, clock::now() + options_.timeout);
         candidates_.clear();
@@ -607,11 +607,11 @@ private:
     // `connected` observer first, then the waiting coroutine (if any).
     void announce_connected() {
         socket_ref keep(this);
-        connect_op* waiter = std::exchange(connect_waiter_, nullptr);
+        connect_op* waiting = std::exchange(connect_waiter_, nullptr);
         if (state_ == state::connected) notify_connected();
-        if (waiter != nullptr) {
-            if (state_ != state::connected && !waiter->ec) waiter->ec = std::make_error_code(std::errc::operation_canceled);
-            complete_now(*waiter);
+        if (waiting != nullptr) {
+            if (state_ != state::connected && !waiting->ec) waiting->ec = std::make_error_code(std::errc::operation_canceled);
+            complete_now(*waiting);
         }
     }
 
@@ -785,12 +785,12 @@ private:
     }
 
     void unlink_write(write_op& op) noexcept {
-        write_op* prev = nullptr;
-        for (write_op* w = write_head_; w != nullptr; prev = w, w = w->next_write) {
+        write_op* before = nullptr;
+        for (write_op* w = write_head_; w != nullptr; before = w, w = w->next_write) {
             if (w != &op) continue;
-            (prev != nullptr ? prev->next_write : write_head_) = w->next_write;
-            if (write_tail_ == w) write_tail_ = prev;
-            if (prev == nullptr) {
+            (before != nullptr ? before->next_write : write_head_) = w->next_write;
+            if (write_tail_ == w) write_tail_ = before;
+            if (before == nullptr) {
                 reactor_->cancel_timer(&deadline_);
                 if (write_head_ != nullptr && d_ != nullptr) {
                     start_head_write();
