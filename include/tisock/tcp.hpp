@@ -20,6 +20,7 @@
 #include <system_error>
 
 #include "buffer.hpp"
+#include "detail/range.hpp"
 #include "detail/socket_impl.hpp"
 #include "reactor.hpp"
 
@@ -271,8 +272,7 @@ inline void socket_impl::deliver_flagged_accept(accept_op* op) {
 }  // namespace detail
 
 inline void tcp::read(buffer& into, std::size_t offset, std::size_t length, io_callback callback) const {
-    if (offset > into.length()) throw std::out_of_range("tisock: read offset is past the end of the buffer");
-    if (length > into.length() - offset) throw std::out_of_range("tisock: read length runs past the end of the buffer");
+    length = detail::checked_slice("tcp::read", "offset", "length", "into", into.length(), offset, length);
     using op_type = detail::callback_op<detail::read_op, io_callback>;
     auto op = std::make_unique<op_type>(impl_, std::move(callback));
     op->into = into.span().subspan(offset, length);
@@ -285,8 +285,7 @@ inline void tcp::read(buffer& into, std::size_t offset, std::size_t length, io_c
 }
 
 inline void tcp::write(buffer data, std::size_t offset, std::size_t length, io_callback callback) const {
-    if (offset > data.length()) throw std::out_of_range("tisock: write offset is past the end of the buffer");
-    if (length > data.length() - offset) throw std::out_of_range("tisock: write length runs past the end of the buffer");
+    length = detail::checked_slice("tcp::write", "offset", "length", "data", data.length(), offset, length);
     struct write_with_buffer : detail::write_op {
         buffer owned;  // the write owns its bytes, so temporaries are safe
     };
