@@ -1,0 +1,129 @@
+#!/bin/sh
+# End-to-end proof of the ways to use tisock from another project (README: "Using tisock in
+# your project"). In a temporary directory: configure tisock, `meson install --destdir`,
+# then build and run each consumer. One line per consumer; exits non-zero on any failure.
+#   subproject  tests/consumers/subproject: dependency('tisock') through subprojects/tisock
+#               (a symlink to this tree), built with -Werror -Wconversion -Wshadow; tisock
+#               must build no targets and add no flags to the parent
+#   wrap-git    the same project with subprojects/tisock.wrap ([wrap-git] of this repo's
+#               HEAD commit, [provide] tisock) - committed state only
+#   pkg-config  tests/consumers/pkgconfig/build.sh against the installed tree
+#   cmake       tests/consumers/cmake: find_package(tisock) against the installed tree
+# Usage: tests/consumers/run.sh   (needs meson, ninja, pkg-config, cmake, git, a C++20 g++)
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+here=$root/tests/consumers
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tisock-consumers.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT INT TERM
+failed=0
+
+# step NAME LOG CMD...: runs CMD with its output in LOG; on failure shows the log's tail.
+step() {
+    name=$1 log=$2
+    shift 2
+    if "$@" >>"$log" 2>&1; then return 0; fi
+    echo "FAIL $name: $*" >&2
+    tail -n 40 "$log" | sed 's/^/    /' >&2
+    return 1
+}
+
+report() {  # report NAME STATUS DETAIL
+    printf '%-11s %s  %s\n' "$1" "$2" "$3"
+    [ "$2" = ok ] || failed=1
+}
+
+# ---- tisock itself: configure (nothing to build) and install into a staging tree --------
+dest=$tmp/dest
+log=$tmp/install.log
+if ! step install "$log" meson setup "$tmp/tisock-build" "$root" \
+        -Dtests=disabled -Dexamples=disabled -Dbenchmarks=disabled ||
+   ! step install "$log" meson install -C "$tmp/tisock-build" --destdir "$dest"; then
+    report install FAIL "meson setup/install (see above)"
+    exit 1
+fi
+prefix=$dest/usr/local  # meson's default prefix under the destdir
+
+# ---- subproject --------------------------------------------------------------------------
+check_subproject_build() {  # BUILDDIR: tisock contributes no targets and no tests
+    python3 - "$1" <<'PY'
+import json, subprocess, sys
+b = sys.argv[1]
+def intro(what):
+    return json.loads(subprocess.check_output(['meson', 'introspect', b, '--' + what]))
+targets = intro('targets')
+bad = [t['name'] for t in targets if t.get('subproject') or t['name'] != 'echo']
+tests = [t['name'] for t in intro('tests')]
+if bad or tests != ['echo']:
+    sys.exit(f'unexpected targets {bad} / tests {tests}: tisock built something as a subproject')
+PY
+}
+
+check_no_flags() {  # BUILDDIR (configured with warning_level=0): no -W/-Werror from tisock
+    python3 - "$1" <<'PY'
+import json, shlex, sys
+cmds = json.load(open(sys.argv[1] + '/compile_commands.json'))
+args = [a for c in cmds if c['file'].endswith('main.cpp') for a in shlex.split(c['command'])]
+warn = [a for a in args if a.startswith('-W') and a != '-Winvalid-pch']
+stds = [a for a in args if a.startswith('-std=')]
+if not args or warn or stds != ['-std=c++20']:
+    sys.exit(f'flags leaked into the parent: warnings {warn}, standards {stds}')
+PY
+}
+
+consumer_subproject() {
+    log=$tmp/subproject.log
+    b=$tmp/subproject-build
+    step subproject "$log" meson setup "$b" "$here/subproject" --force-fallback-for=tisock \
+        -Dwerror=true -Dwarning_level=3 '-Dcpp_args=-Wconversion -Wshadow' &&
+    step subproject "$log" meson test -C "$b" --print-errorlogs &&
+    step subproject "$log" check_subproject_build "$b" &&
+    step subproject "$log" meson setup "$tmp/subproject-quiet" "$here/subproject" \
+        --force-fallback-for=tisock -Dwarning_level=0 &&
+    step subproject "$log" check_no_flags "$tmp/subproject-quiet"
+}
+
+consumer_wrap() {
+    log=$tmp/wrap.log
+    src=$tmp/wrap-src
+    mkdir -p "$src/subprojects"
+    cp "$here/subproject/meson.build" "$here/subproject/main.cpp" "$src/"
+    rev=$(git -C "$root" rev-parse HEAD) || return 1
+    cat >"$src/subprojects/tisock.wrap" <<WRAP
+[wrap-git]
+url = $root
+revision = $rev
+
+[provide]
+dependency_names = tisock
+WRAP
+    step wrap-git "$log" meson setup "$tmp/wrap-build" "$src" --force-fallback-for=tisock \
+        -Dwerror=true -Dwarning_level=3 &&
+    step wrap-git "$log" meson test -C "$tmp/wrap-build" --print-errorlogs &&
+    step wrap-git "$log" check_subproject_build "$tmp/wrap-build"
+}
+
+consumer_pkgconfig() {
+    log=$tmp/pkgconfig.log
+    mkdir -p "$tmp/pkgconfig-build"
+    step pkg-config "$log" env PKG_CONFIG_PATH="$prefix/share/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$dest" \
+        sh "$here/pkgconfig/build.sh" "$tmp/pkgconfig-build"
+}
+
+consumer_cmake() {
+    log=$tmp/cmake.log
+    b=$tmp/cmake-build
+    step cmake "$log" cmake -S "$here/cmake" -B "$b" -DCMAKE_PREFIX_PATH="$prefix" &&
+    step cmake "$log" cmake --build "$b" &&
+    step cmake "$log" ctest --test-dir "$b" --output-on-failure
+}
+
+if consumer_subproject; then report subproject ok "dependency('tisock') via subprojects/tisock; no tisock targets, no flags leaked"
+else report subproject FAIL "see above"; fi
+if consumer_wrap; then report wrap-git ok "subprojects/tisock.wrap ([wrap-git] + [provide]) at $(git -C "$root" rev-parse --short HEAD)"
+else report wrap-git FAIL "see above"; fi
+if consumer_pkgconfig; then report pkg-config ok "\$(pkg-config --cflags --libs tisock) = $(PKG_CONFIG_PATH="$prefix/share/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$dest" pkg-config --cflags --libs tisock | sed "s|$dest||g")"
+else report pkg-config FAIL "see above"; fi
+if consumer_cmake; then report cmake ok "find_package(tisock 0.1) + tisock::tisock"
+else report cmake FAIL "see above"; fi
+
+exit $failed
