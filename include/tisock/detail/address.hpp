@@ -90,20 +90,28 @@ inline bool parse_numeric(std::string_view host, int port, endpoint& out) {
 }
 
 // A hostname as RFC 1123 allows it (letters, digits, '-', '.', plus '_' seen in the wild),
-// at most 253 characters with labels of at most 63.
+// at most 253 characters with labels of at most 63. The last label must not be all digits
+// (RFC 1123 2.1): otherwise "256.1.1.1" or "1.2.3" - not literals for inet_pton - would
+// reach getaddrinfo, which parses "1.2.3" as 1.2.0.3 (inet_aton) or asks DNS.
 inline bool is_hostname(std::string_view host) noexcept {
     if (host.empty() || host.size() > 253) return false;
     std::size_t label = 0;
+    bool digits_only = true;       // the current label
+    bool last_was_numeric = false;  // the label before the last dot
     for (char c : host) {
         if (c == '.') {
             if (label == 0) return false;
+            last_was_numeric = digits_only;
             label = 0;
+            digits_only = true;
             continue;
         }
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+        bool digit = c >= '0' && c <= '9';
+        bool ok = digit || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_';
         if (!ok || ++label > 63) return false;
+        digits_only = digits_only && digit;
     }
-    return true;
+    return label > 0 ? !digits_only : !last_was_numeric;  // a trailing dot ends an FQDN
 }
 
 inline bool is_wildcard(const endpoint& e) noexcept {
