@@ -66,6 +66,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 // FreeBSD's layout, without the ext[] array nothing here uses.
 struct kevent {
@@ -142,12 +143,18 @@ struct fd_entry {
     knote write;
 };
 
+struct carried {
+    struct kevent event;
+    std::uint32_t generation;
+};
+
 struct queue {
     std::mutex m;
     int epfd = -1;  // the descriptor kqueue() returned
     std::uint32_t next_generation = 1;
     std::map<int, fd_entry> fds;
     std::map<std::uintptr_t, knote> users;
+    std::vector<carried> carry;  // events that did not fit the caller's list
     bool report_socket_errors = false;
 };
 
@@ -235,8 +242,8 @@ inline int apply_fd_change(queue& q, const struct kevent& c) {
     return err;
 }
 
-// FreeBSD's filt_usertouch: NOTE_TRIGGER, the NOTE_FF* operations on the user flags, and
-// EV_CLEAR in the change resetting the trigger.
+// FreeBSD's filt_userattach for a new knote, filt_usertouch for an existing one:
+// NOTE_TRIGGER, the NOTE_FF* operations on the user flags, EV_CLEAR resetting the trigger.
 inline int apply_user_change(queue& q, const struct kevent& c, bool& triggered) {
     auto it = q.users.find(c.ident);
     if ((c.flags & EV_DELETE) != 0) {
@@ -245,9 +252,18 @@ inline int apply_user_change(queue& q, const struct kevent& c, bool& triggered) 
         return 0;
     }
     if (it == q.users.end()) {
+        // filt_userattach: a new knote starts triggered iff NOTE_TRIGGER is given.
         if ((c.flags & EV_ADD) == 0) return ENOENT;
-        it = q.users.emplace(c.ident, knote{}).first;
-        it->second.flags = static_cast<unsigned short>(c.flags & kept_flags);
+        knote k;
+        k.flags = static_cast<unsigned short>(c.flags & kept_flags);
+        k.disabled = (c.flags & EV_DISABLE) != 0;
+        k.triggered = (c.fflags & note_trigger) != 0;
+        k.sfflags = c.fflags & note_fflagsmask;
+        k.sdata = c.data;
+        k.udata = c.udata;
+        q.users.emplace(c.ident, k);
+        triggered = triggered || (k.triggered && !k.disabled);
+        return 0;
     }
     knote& k = it->second;
     if ((c.flags & EV_ADD) != 0) k.udata = c.udata;
@@ -328,42 +344,73 @@ inline unsigned int socket_error(const queue& q, int fd) noexcept {
     return static_cast<unsigned int>(err);
 }
 
-// Turns one epoll edge into the READ and/or WRITE events it stands for. When the caller's
-// array is full, the descriptor is re-armed so that the rest comes with the next call.
+// After delivering a filter's event: EV_ONESHOT deletes the knote; without EV_CLEAR the
+// event must come back while its condition holds, which EPOLL_CTL_MOD gives (epoll re-polls
+// the descriptor). Erases the entry when it has no filter left.
+inline void delivered(queue& q, int fd, fd_entry& e, bool is_read) {
+    bool& has = is_read ? e.has_read : e.has_write;
+    const knote& k = is_read ? e.read : e.write;
+    bool oneshot = (k.flags & EV_ONESHOT) != 0;
+    bool level = (k.flags & EV_CLEAR) == 0;
+    if (oneshot) has = false;
+    if (!e.has_read && !e.has_write) {
+        (void)::epoll_ctl(q.epfd, EPOLL_CTL_DEL, fd, nullptr);
+        q.fds.erase(fd);
+    } else if (oneshot || level) {
+        (void)epoll_update(q, EPOLL_CTL_MOD, fd, e);
+    }
+}
+
+// Turns one epoll edge into the READ and/or WRITE events it stands for. What does not fit
+// the caller's list is carried to the next call: with EV_CLEAR the edge will not come back.
 inline int translate(queue& q, const epoll_event& native, struct kevent* out, int room) {
     int fd = int(native.data.u64 & 0xffffffffu);
     auto it = q.fds.find(fd);
     if (it == q.fds.end() || it->second.generation != std::uint32_t(native.data.u64 >> 32)) return 0;
     fd_entry& e = it->second;
+    std::uint32_t generation = e.generation;
     std::uint32_t ev = native.events;
     bool read_eof = (ev & (EPOLLRDHUP | EPOLLHUP)) != 0;
     bool write_eof = (ev & EPOLLHUP) != 0;
-    unsigned int error = (read_eof || write_eof) ? socket_error(q, fd) : 0;
-    bool rearm = false;
-    bool removed = false;
+    bool want_read = e.has_read && !e.read.disabled && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+    bool want_write = e.has_write && !e.write.disabled && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0;
+    unsigned int error = (want_read && read_eof) || (want_write && write_eof) ? socket_error(q, fd) : 0;
+    struct kevent ready[2];
+    int count = 0;
+    if (want_read) {
+        auto flags = static_cast<unsigned short>(e.read.flags | (read_eof ? EV_EOF : 0));
+        ready[count++] = make_event(std::uintptr_t(fd), filt_read, flags, read_eof ? error : 0, readable_bytes(fd), e.read.udata);
+    }
+    if (want_write) {
+        auto flags = static_cast<unsigned short>(e.write.flags | (write_eof ? EV_EOF : 0));
+        ready[count++] = make_event(std::uintptr_t(fd), filt_write, flags, write_eof ? error : 0, writable_space(fd), e.write.udata);
+    }
     int n = 0;
-    auto deliver = [&](bool& has, knote& k, short filter, bool eof, std::int64_t data) {
+    for (int i = 0; i < count; ++i) {
         if (n == room) {
-            rearm = true;
-            return;
+            q.carry.push_back({ready[i], generation});
+            continue;
         }
-        auto flags = static_cast<unsigned short>(k.flags | (eof ? EV_EOF : 0));
-        out[n++] = make_event(std::uintptr_t(fd), filter, flags, eof ? error : 0, data, k.udata);
-        if ((k.flags & EV_ONESHOT) != 0) {
-            has = false;
-            removed = true;
-        }
-        if ((k.flags & EV_CLEAR) == 0) rearm = true;  // level: epoll re-polls after a MOD
-    };
-    if (e.has_read && !e.read.disabled && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0)
-        deliver(e.has_read, e.read, filt_read, read_eof, readable_bytes(fd));
-    if (e.has_write && !e.write.disabled && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0)
-        deliver(e.has_write, e.write, filt_write, write_eof, writable_space(fd));
-    if (!e.has_read && !e.has_write) {
-        (void)::epoll_ctl(q.epfd, EPOLL_CTL_DEL, fd, nullptr);
-        q.fds.erase(it);
-    } else if (rearm || removed) {
-        (void)epoll_update(q, EPOLL_CTL_MOD, fd, e);
+        out[n++] = ready[i];
+        auto found = q.fds.find(fd);  // delivered() may erase the entry
+        if (found != q.fds.end()) delivered(q, fd, found->second, ready[i].filter == filt_read);
+    }
+    return n;
+}
+
+// Events that did not fit last time, if their descriptor and knote are still there.
+inline int deliver_carried(queue& q, struct kevent* out, int room) {
+    int n = 0;
+    while (n < room && !q.carry.empty()) {
+        carried c = q.carry.front();
+        q.carry.erase(q.carry.begin());
+        int fd = int(c.event.ident);
+        bool is_read = c.event.filter == filt_read;
+        fd_entry* e = live_entry(q, fd);
+        if (e == nullptr || e->generation != c.generation || !(is_read ? e->has_read : e->has_write)) continue;
+        out[n] = c.event;
+        out[n++].udata = (is_read ? e->read : e->write).udata;
+        delivered(q, fd, *e, is_read);
     }
     return n;
 }
@@ -381,7 +428,8 @@ inline int wait(queue& q, struct kevent* out, int nevents, const timespec* timeo
         int n = 0;
         {
             std::lock_guard lock(q.m);
-            n = collect_user(q, out, nevents);
+            n = deliver_carried(q, out, nevents);
+            n += collect_user(q, out + n, nevents - n);
         }
         if (n == nevents) return n;
         int wait_ms = -1;
@@ -392,7 +440,7 @@ inline int wait(queue& q, struct kevent* out, int nevents, const timespec* timeo
             wait_ms = int(std::min<std::int64_t>((left + 999999) / 1000000, INT_MAX));  // round up: no spinning
         }
         // Each edge yields at most two events (READ and WRITE), so ask epoll for at most
-        // half the room left; translate() re-arms on the rare overflow.
+        // half the room left; translate() carries the rare overflow to the next call.
         epoll_event native[64];
         int room = nevents - n;
         int ask = std::clamp(room / 2, 1, 64);
