@@ -649,8 +649,13 @@ private:
                     d_->read_ready = false;
                     break;
                 }
-                if (r.error == ECONNABORTED || r.error == EPROTO || r.error == ENOPROTOOPT || r.error == EHOSTDOWN ||
-                    r.error == ENONET || r.error == EHOSTUNREACH || r.error == EOPNOTSUPP || r.error == ENETUNREACH) {
+                // Errors of one queued connection, not of the listener: accept(2) lists the
+                // network errors Linux passes on (ENETDOWN ... ENETUNREACH) and EPERM for a
+                // firewall verdict; the BSDs and macOS report a connection reset while it
+                // waited in the queue as ECONNRESET.
+                if (r.error == ECONNABORTED || r.error == ECONNRESET || r.error == EPROTO || r.error == ENOPROTOOPT ||
+                    r.error == EHOSTDOWN || r.error == ENONET || r.error == EHOSTUNREACH || r.error == EOPNOTSUPP ||
+                    r.error == ENETUNREACH || r.error == ENETDOWN || r.error == EPERM) {
                     continue;  // that connection died in the queue; the next one may be fine
                 }
                 if (r.error == EMFILE || r.error == ENFILE || r.error == ENOBUFS || r.error == ENOMEM) {
