@@ -87,6 +87,19 @@ inline bool reactor_is_idle(tisock::reactor& r) {
     return t.elapsed() < 1000ms;
 }
 
+// Descriptors open when the test began; compared at the end (after every socket closed).
+// Take it after constructing the reactor: the reactor's own descriptors are not counted.
+struct descriptor_baseline {
+    int before = open_descriptor_count();
+    int leaked() const { return open_descriptor_count() - before; }
+};
+
+// The end of every test: nothing pending in the reactor, no descriptor left open.
+inline void check_nothing_left(tisock::reactor& r, const descriptor_baseline& fds) {
+    CHECK_MESSAGE(reactor_is_idle(r), "the reactor still has pending work");
+    CHECK(fds.leaked() == 0);
+}
+
 // ---- coroutines --------------------------------------------------------------------------
 
 // What a spawned test coroutine ended with. Exceptions are caught (an exception escaping a
@@ -162,6 +175,27 @@ inline bool ipv6_loopback_available() {
     const char* host = "127.0.0.1";                                                  \
     SUBCASE("127.0.0.1") { host = "127.0.0.1"; }                                     \
     SUBCASE("::1") { host = "::1"; }                                                 \
+    if (std::string(host) == "::1" && !::tisock_test::ipv6_loopback_available()) {   \
+        MESSAGE("skipped: ::1 cannot be bound on this machine (no IPv6 loopback)"); \
+        return;                                                                      \
+    }
+
+// As TISOCK_LOOPBACK_HOSTS, crossed with the two styles: `coroutine_style` is false in
+// the "callbacks" subcase and true in the "co_await" one (nested under each host, so
+// doctest runs all four combinations).
+#define TISOCK_LOOPBACK_HOSTS_AND_STYLES(host, coroutine_style)                      \
+    const char* host = "127.0.0.1";                                                  \
+    bool coroutine_style = false;                                                    \
+    SUBCASE("127.0.0.1") {                                                           \
+        host = "127.0.0.1";                                                          \
+        SUBCASE("callbacks") { coroutine_style = false; }                            \
+        SUBCASE("co_await") { coroutine_style = true; }                              \
+    }                                                                                \
+    SUBCASE("::1") {                                                                 \
+        host = "::1";                                                                \
+        SUBCASE("callbacks") { coroutine_style = false; }                            \
+        SUBCASE("co_await") { coroutine_style = true; }                              \
+    }                                                                                \
     if (std::string(host) == "::1" && !::tisock_test::ipv6_loopback_available()) {   \
         MESSAGE("skipped: ::1 cannot be bound on this machine (no IPv6 loopback)"); \
         return;                                                                      \
@@ -320,11 +354,16 @@ private:
 // A plain POSIX listener on host:0.
 class raw_listener {
 public:
-    explicit raw_listener(const std::string& host, int backlog = 16) : host_(host) {
+    // `receive_buffer` > 0 sets SO_RCVBUF on the listener, so accepted sockets advertise a
+    // small window from their first segment on (setting it after accept is too late).
+    explicit raw_listener(const std::string& host, int backlog = 16, int receive_buffer = 0) : host_(host) {
         socklen_t size = 0;
         sockaddr_storage s = make_address(host, 0, size);
         fd_ = ::socket(s.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         REQUIRE(fd_ >= 0);
+        if (receive_buffer > 0) {
+            REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer) == 0);
+        }
         REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&s), size) == 0);
         REQUIRE(::listen(fd_, backlog) == 0);
         socklen_t len = sizeof s;
@@ -339,15 +378,15 @@ public:
     int port() const noexcept { return port_; }
     const std::string& host() const noexcept { return host_; }
 
-    // Blocking accept bounded by `limit` (poll first); an empty peer on timeout.
-    raw_peer accept(std::chrono::milliseconds limit = 5000ms, int receive_buffer = 0) {
+    // Blocking accept bounded by `limit` (SO_RCVTIMEO); an empty peer on timeout. Touches
+    // no doctest state, so a helper thread may call it.
+    raw_peer accept(std::chrono::milliseconds limit = 5000ms) {
         timeval tv{};
         tv.tv_sec = long(limit.count() / 1000);
         tv.tv_usec = long(limit.count() % 1000) * 1000;
         ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         int fd = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
         if (fd < 0) return raw_peer();
-        if (receive_buffer > 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
         return raw_peer(fd);
     }
 
@@ -394,6 +433,22 @@ inline socket_trio connect_trio(tisock::reactor& r, const std::string& host, tis
 
 inline std::span<const std::byte> bytes_of(std::string_view s) noexcept {
     return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+// `n` bytes of a pattern that is not periodic at any small power of two (a lost or
+// reordered chunk shows up).
+inline std::string pattern(std::size_t n) {
+    std::string s(n, '\0');
+    for (std::size_t i = 0; i < n; ++i) s[i] = char((i * 31 + i / 7919) % 251);
+    return s;
+}
+
+// A buffer holding exactly these bytes (buffer::from_string validates UTF-8; test data
+// is binary).
+inline tisock::buffer buffer_of(std::string_view bytes) {
+    tisock::buffer b(bytes.size());
+    if (!bytes.empty()) std::memcpy(b.data(), bytes.data(), bytes.size());
+    return b;
 }
 
 inline std::string text_of(std::span<const std::byte> b) {

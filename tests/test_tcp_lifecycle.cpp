@@ -23,18 +23,6 @@ using tisock::tcp;
 
 namespace {
 
-// Descriptors open when the test began; compared at the end (after every socket closed).
-struct descriptor_baseline {
-    int before = open_descriptor_count();
-    int leaked() const { return open_descriptor_count() - before; }
-};
-
-// The end of every test: nothing pending in the reactor, no descriptor left open.
-void check_nothing_left(tisock::reactor& r, const descriptor_baseline& fds) {
-    CHECK_MESSAGE(reactor_is_idle(r), "the reactor still has pending work");
-    CHECK(fds.leaked() == 0);
-}
-
 bool contains(const std::string& text, const std::string& word) { return text.find(word) != std::string::npos; }
 
 template <class F>
