@@ -170,10 +170,15 @@ inline result accept(int fd, sockaddr_storage* peer) noexcept {
 }
 
 inline result connect(int fd, const sockaddr* addr, socklen_t size) noexcept {
-    // EINTR on a non-blocking connect means the attempt goes on asynchronously: treat it
-    // like EINPROGRESS instead of retrying (a retry would report EALREADY).
-    result r = invoke(call::connect, 0, false, [=](std::size_t) -> long { return ::connect(fd, addr, size); });
-    if (!r && r.error == EINTR) r.error = EINPROGRESS;
+    auto attempt = [=](std::size_t) -> long { return ::connect(fd, addr, size); };
+    result r = invoke(call::connect, 0, false, attempt);
+    // After EINTR the attempt may go on asynchronously (POSIX) or may never have started,
+    // and waiting for writability cannot tell: epoll reports a never-connected socket
+    // writable with SO_ERROR 0, which would pass for success. So ask again: EALREADY
+    // means the attempt is in flight, EISCONN that it has already completed.
+    while (!r && r.error == EINTR) r = invoke(call::connect, 0, false, attempt);
+    if (!r && r.error == EALREADY) r.error = EINPROGRESS;
+    if (!r && r.error == EISCONN) r = result{0, 0};
     // Some kernels (Android, libuv src/unix/tcp.c) return -1 with errno 0: still in progress.
     if (!r && r.error == 0) r.error = EINPROGRESS;
     return r;
