@@ -2,6 +2,7 @@
 # End-to-end proof of the ways to use tisock from another project (README: "Using tisock in
 # your project"). In a temporary directory: configure tisock, `meson install --destdir`,
 # then build and run each consumer. One line per consumer; exits non-zero on any failure.
+#   copy        include/ copied into a project, compiled with the README's g++ command
 #   subproject  tests/consumers/subproject: dependency('tisock') through subprojects/tisock
 #               (a symlink to this tree), built with -Werror -Wconversion -Wshadow; tisock
 #               must build no targets and add no flags to the parent
@@ -9,6 +10,7 @@
 #               HEAD commit, [provide] tisock) - committed state only
 #   pkg-config  tests/consumers/pkgconfig/build.sh against the installed tree
 #   cmake       tests/consumers/cmake: find_package(tisock) against the installed tree
+#   snippets    the README section's meson and cmake blocks are these consumers' build files
 # Usage: tests/consumers/run.sh   (needs meson, ninja, pkg-config, cmake, git, a C++20 g++)
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -102,6 +104,14 @@ WRAP
     step wrap-git "$log" check_subproject_build "$tmp/wrap-build"
 }
 
+consumer_copy() {  # the README's "copy include/" way, with its exact compile command
+    log=$tmp/copy.log
+    app=$tmp/copy-app
+    mkdir -p "$app/third_party/tisock"
+    cp -R "$root/include" "$app/third_party/tisock/" && cp "$here/subproject/main.cpp" "$app/" &&
+    step copy "$log" sh -c 'cd "$1" && ${CXX:-g++} -std=c++20 -pthread -I third_party/tisock/include main.cpp -o echo && ./echo' sh "$app"
+}
+
 consumer_pkgconfig() {
     log=$tmp/pkgconfig.log
     mkdir -p "$tmp/pkgconfig-build"
@@ -114,9 +124,32 @@ consumer_cmake() {
     b=$tmp/cmake-build
     step cmake "$log" cmake -S "$here/cmake" -B "$b" -DCMAKE_PREFIX_PATH="$prefix" &&
     step cmake "$log" cmake --build "$b" &&
-    step cmake "$log" ctest --test-dir "$b" --output-on-failure
+    step cmake "$log" "$b/echo"
 }
 
+# The README's meson and cmake snippets must be the consumers' build files (README.md once
+# the section is merged there, else tests/consumers/README-snippet.md).
+check_snippets() {
+    python3 - "$root" <<'PY'
+import os, re, sys
+root = sys.argv[1]
+readme = open(root + '/README.md').read() if os.path.exists(root + '/README.md') else ''
+if '## Using tisock in your project' not in readme:
+    readme = open(root + '/tests/consumers/README-snippet.md').read()
+section = readme[readme.index('## Using tisock in your project'):]
+blocks = {}
+for lang, body in re.findall(r'```(\w+)\n(.*?)```', section, re.S):
+    blocks.setdefault(lang, body)
+for lang, path in (('meson', 'subproject/meson.build'), ('cmake', 'cmake/CMakeLists.txt')):
+    if lang not in blocks or blocks[lang] not in open(root + '/tests/consumers/' + path).read():
+        sys.exit(f'README {lang} snippet differs from tests/consumers/{path}')
+PY
+}
+
+if check_snippets >"$tmp/snippets.log" 2>&1; then report snippets ok "README meson and cmake snippets = the consumers' build files"
+else cat "$tmp/snippets.log" >&2; report snippets FAIL "see above"; fi
+if consumer_copy; then report copy ok "include/ copied into the project, -I third_party/tisock/include"
+else report copy FAIL "see above"; fi
 if consumer_subproject; then report subproject ok "dependency('tisock') via subprojects/tisock; no tisock targets, no flags leaked"
 else report subproject FAIL "see above"; fi
 if consumer_wrap; then report wrap-git ok "subprojects/tisock.wrap ([wrap-git] + [provide]) at $(git -C "$root" rev-parse --short HEAD)"
