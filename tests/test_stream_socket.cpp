@@ -242,8 +242,8 @@ TEST_CASE("pump: 16 MiB from a socket into a buffer_stream (write and append mod
     const std::uint64_t expected = checksum(payload.span());
     for (style st : both_styles) {
         for (stream_mode mode : {stream_mode::write, stream_mode::append}) {
-            INFO("style: ", name_of(st));
-            INFO((mode == stream_mode::write ? "write mode" : "append mode"));
+            INFO("style: ", std::string(name_of(st)));
+            INFO(std::string(mode == stream_mode::write ? "write mode" : "append mode"));
             descriptor_check fds;
             {
                 reactor r;
@@ -295,7 +295,7 @@ TEST_CASE("pump: 16 MiB from a socket into a buffer_stream (write and append mod
 TEST_CASE("pump: a peer reset ends the pump with one final call, success false and the error code") {
     TISOCK_LOOPBACK_HOSTS(host);
     for (style st : both_styles) {
-        INFO("style: ", name_of(st));
+        INFO("style: ", std::string(name_of(st)));
         descriptor_check fds;
         {
             reactor r;
@@ -360,7 +360,7 @@ TEST_CASE("pump: a peer reset ends the pump with one final call, success false a
 TEST_CASE("pump: an immediate end of stream gives just the final call, with success") {
     TISOCK_LOOPBACK_HOSTS(host);
     for (style st : both_styles) {
-        INFO("style: ", name_of(st));
+        INFO("style: ", std::string(name_of(st)));
         descriptor_check fds;
         {
             reactor r;
@@ -424,8 +424,8 @@ TEST_CASE("write_stream: 16 MiB from a socket into a buffer_stream, intact") {
     const std::uint64_t expected = checksum(payload.span());
     for (style st : both_styles) {
         for (stream_mode mode : {stream_mode::write, stream_mode::append}) {
-            INFO("style: ", name_of(st));
-            INFO((mode == stream_mode::write ? "write mode" : "append mode"));
+            INFO("style: ", std::string(name_of(st)));
+            INFO(std::string(mode == stream_mode::write ? "write mode" : "append mode"));
             descriptor_check fds;
             {
                 reactor r;
@@ -475,7 +475,7 @@ TEST_CASE("write_stream: 16 MiB from a buffer_stream into a socket, intact") {
     const buffer payload = make_payload(sixteen_mib, 13);
     const std::uint64_t expected = checksum(payload.span());
     for (style st : both_styles) {
-        INFO("style: ", name_of(st));
+        INFO("style: ", std::string(name_of(st)));
         descriptor_check fds;
         {
             reactor r;
@@ -550,8 +550,8 @@ TEST_CASE("relay: 16 MiB socket to socket with write_stream and with pump, intac
     const std::uint64_t expected = checksum(payload.span());
     for (style st : both_styles) {
         for (bool use_pump : {false, true}) {
-            INFO("style: ", name_of(st));
-            INFO((use_pump ? "pump" : "write_stream"));
+            INFO("style: ", std::string(name_of(st)));
+            INFO(std::string(use_pump ? "pump" : "write_stream"));
             descriptor_check fds;
             {
                 reactor r;
@@ -641,7 +641,7 @@ TEST_CASE("relay: 16 MiB socket to socket with write_stream and with pump, intac
 TEST_CASE("write_stream: an input already at its end gives 0 bytes") {
     TISOCK_LOOPBACK_HOSTS(host);
     for (style st : both_styles) {
-        INFO("style: ", name_of(st));
+        INFO("style: ", std::string(name_of(st)));
         descriptor_check fds;
         {
             reactor r;
@@ -679,7 +679,7 @@ TEST_CASE("write_stream: an input already at its end gives 0 bytes") {
 TEST_CASE("write_stream: a reset of the input is reported as a failure") {
     TISOCK_LOOPBACK_HOSTS(host);
     for (style st : both_styles) {
-        INFO("style: ", name_of(st));
+        INFO("style: ", std::string(name_of(st)));
         descriptor_check fds;
         {
             reactor r;
@@ -765,7 +765,7 @@ TEST_CASE("read_all: reads until the peer closes, growing the buffer") {
     TISOCK_LOOPBACK_HOSTS(host);
     const buffer data = make_payload((3u << 20) + 123, 23);  // many times the first growth
     for (style st : both_styles) {
-        INFO("style: ", name_of(st));
+        INFO("style: ", std::string(name_of(st)));
         descriptor_check fds;
         {
             reactor r;
@@ -786,7 +786,7 @@ TEST_CASE("read_all: a larger buffer keeps its length; bytes past the data are u
     TISOCK_LOOPBACK_HOSTS(host);
     const buffer data = buffer::from_string("All work and no play makes Jack a dull boy");
     for (style st : both_styles) {
-        INFO("style: ", name_of(st));
+        INFO("style: ", std::string(name_of(st)));
         descriptor_check fds;
         {
             reactor r;
@@ -808,7 +808,7 @@ TEST_CASE("read_all: a larger buffer keeps its length; bytes past the data are u
 TEST_CASE("read_all: an empty stream gives 0 bytes and leaves the buffer as it was") {
     TISOCK_LOOPBACK_HOSTS(host);
     for (style st : both_styles) {
-        INFO("style: ", name_of(st));
+        INFO("style: ", std::string(name_of(st)));
         descriptor_check fds;
         {
             reactor r;
@@ -851,7 +851,7 @@ TEST_CASE("async_read_all(socket) returns a new buffer with everything") {
 TEST_CASE("read_all: a reset is reported as a failure") {
     TISOCK_LOOPBACK_HOSTS(host);
     for (style st : both_styles) {
-        INFO("style: ", name_of(st));
+        INFO("style: ", std::string(name_of(st)));
         descriptor_check fds;
         {
             reactor r;
@@ -927,7 +927,7 @@ std::int64_t read_once(reactor& r, style st, const tcp& s, buffer& into, std::si
 TEST_CASE("ti: IOStream.yml read example over a socket: offsets, then -1 at end of stream") {
     TISOCK_LOOPBACK_HOSTS(host);
     for (style st : both_styles) {
-        INFO("style: ", name_of(st));
+        INFO("style: ", std::string(name_of(st)));
         descriptor_check fds;
         {
             reactor r;
@@ -955,7 +955,7 @@ TEST_CASE("ti: IOStream.yml read example over a socket: offsets, then -1 at end 
 TEST_CASE("read: the whole-buffer forms read at offset 0") {
     TISOCK_LOOPBACK_HOSTS(host);
     for (style st : both_styles) {
-        INFO("style: ", name_of(st));
+        INFO("style: ", std::string(name_of(st)));
         descriptor_check fds;
         {
             reactor r;
@@ -989,7 +989,7 @@ TEST_CASE("write: a slice of the buffer, and the rest of it from an offset") {
     TISOCK_LOOPBACK_HOSTS(host);
     const buffer source = buffer::from_string("All work and no play makes Jack a dull boy");
     for (style st : both_styles) {
-        INFO("style: ", name_of(st));
+        INFO("style: ", std::string(name_of(st)));
         descriptor_check fds;
         {
             reactor r;
