@@ -354,7 +354,7 @@ TEST_CASE("sync_wait from inside a running reactor throws state_error") {
 // this thread (further up the stack), so this is the same self-deadlock / re-entrancy and
 // must throw. reactor::running_in_this_thread() only compares the thread's *innermost*
 // running reactor, so it misses r1 here and r1's run loop is re-entered.
-TEST_CASE("sync_wait on a reactor running further up the stack throws state_error" * doctest::may_fail()) {
+TEST_CASE("sync_wait on a reactor running further up the stack throws state_error") {
     watchdog wd{10s};
     reactor r1;
     reactor r2;
@@ -405,13 +405,10 @@ TEST_CASE("sync_wait on a stopped reactor throws state_error and destroys the ta
     }
 }
 
-// task.hpp's comment on sync_wait says it throws state_error when the reactor "runs out of
-// work before t finishes (the task is then destroyed)". That branch cannot be reached: the
-// sync_wait root itself counts as work (add_root does ++work_), so with a task suspended
-// on an awaiter that registers nothing, run_one() blocks forever instead of returning 0.
-// Bounded here by a stop() from another thread after 1 s.
-TEST_CASE("sync_wait on a task that can never finish throws state_error at once (task.hpp comment)" *
-          doctest::may_fail()) {
+// The sync_wait root itself counts as work, so a task that waits on something that will
+// never come keeps sync_wait blocked (another thread may still post what it waits for) until
+// stop(); then sync_wait throws state_error and the task's frame is destroyed.
+TEST_CASE("sync_wait on a task that can never finish blocks until stop(), then throws and destroys it") {
     watchdog wd{10s};
     tracked::reset();
     reactor r;
@@ -431,7 +428,7 @@ TEST_CASE("sync_wait on a task that can never finish throws state_error at once 
     auto elapsed = sw.elapsed();
     stopper.join();
     CHECK(tracked::alive() == 0);
-    CHECK(elapsed < 500ms);
+    CHECK(elapsed >= 900ms);
 }
 
 // A handler throws while sync_wait drives the reactor: the exception leaves sync_wait, but
@@ -439,7 +436,7 @@ TEST_CASE("sync_wait on a task that can never finish throws state_error at once 
 // (`result` and `done`). The next run of the reactor resumes the task, which then writes
 // its result through those pointers (stack corruption). The task must be torn down when
 // sync_wait exits by an exception, as it already is when the reactor stops.
-TEST_CASE("an exception out of a handler during sync_wait tears the task down" * doctest::may_fail()) {
+TEST_CASE("an exception out of a handler during sync_wait tears the task down") {
     watchdog wd{10s};
     tracked::reset();
     auto r = std::make_unique<reactor>();

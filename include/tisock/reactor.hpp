@@ -159,7 +159,9 @@ public:
     // ---- Internal interface of the operation and socket layers (not part of the API) ----
 
     // Whether this reactor is running on the calling thread.
-    bool running_in_this_thread() const noexcept { return run_depth_ > 0 && detail::running_reactor == this; }
+    // (One thread drives a reactor, so any run*() in progress is on the caller's thread, even
+    // when another reactor runs further down the stack.)
+    bool running_in_this_thread() const noexcept { return run_depth_ > 0; }
     bool destroying() const noexcept { return destroying_; }
 
     void add_work() noexcept { ++work_; }
@@ -325,10 +327,17 @@ private:
             }
         } running(this);
 
+        // run_for's bound is checked after every handler; run() and run_one() never read the
+        // clock for it.
+        const bool bounded = may_block && limit != detail::clock::time_point::max();
         std::size_t count = 0;
         bool polled = false;
+        // Queued handlers run at most `ready_budget` at a time between two looks at the
+        // backend, so that a handler that keeps queueing work cannot starve I/O.
+        std::size_t budget = ready_budget;
         for (;;) {
             if (stopped()) return count;
+            if (bounded && count > 0 && detail::clock::now() >= limit) return count;
             if (cursor_ < event_count_) {
                 if (dispatch_next() && (++count, one)) return count;
                 continue;
@@ -344,18 +353,26 @@ private:
                 }
             }
             take_posted();
-            if (detail::operation* op = ready_.pop()) {
-                op->invoke(op, true);
-                if (++count, one) return count;
-                continue;
+            if (budget > 0) {
+                if (detail::operation* op = ready_.pop()) {
+                    --budget;
+                    op->invoke(op, true);
+                    if (++count, one) return count;
+                    continue;
+                }
             }
             if (!has_work()) return count;
-            if (polled || (may_block && detail::clock::now() >= limit)) return count;
+            const bool more_ready = !ready_.empty();
+            if (polled) return count;  // poll(): one look at the backend
+            if (!more_ready && bounded && detail::clock::now() >= limit) return count;
             polled = !may_block;
-            event_count_ = backend_.wait(events_, wait_timeout(limit, may_block));
+            event_count_ = backend_.wait(events_, more_ready ? 0 : wait_timeout(limit, may_block));
             cursor_ = 0;
+            budget = ready_budget;
         }
     }
+
+    static constexpr std::size_t ready_budget = 64;
 
     detail::backend backend_;
     detail::ready_event events_[detail::backend::max_events];

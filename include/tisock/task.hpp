@@ -270,7 +270,8 @@ inline void spawn(reactor& r, task<void> t) { detail::run_detached(std::move(t))
 
 // Runs `r` until `t` finishes; returns its result or rethrows its exception. Throws
 // state_error when called from a handler of `r` itself (the classic self-deadlock), or when
-// `r` is stopped, or runs out of work, before `t` finishes (the task is then destroyed).
+// `r` is stopped before `t` finishes. If `t` cannot finish, or a handler's exception
+// propagates out (it does, as from run()), the task is destroyed before sync_wait leaves.
 template <class T>
 T sync_wait(reactor& r, task<T> t) {
     if (r.running_in_this_thread()) throw state_error("tisock::sync_wait called from inside the running reactor");
@@ -278,15 +279,22 @@ T sync_wait(reactor& r, task<T> t) {
     bool done = false;
     detail::root_coroutine root = detail::run_for_sync_wait<T>(std::move(t), result);
     root.start_on(r, &done);
-    while (!done) {
-        if (r.run_one() == 0 && !done) {
-            // Stopped or out of work: the task can never finish. Tear it down.
-            r.remove_root(&root.handle.promise());
-            r.cancel_deferred(&root.handle.promise());
-            root.handle.destroy();
-            throw state_error(r.stopped() ? "tisock::sync_wait: the reactor was stopped before the task finished"
-                                          : "tisock::sync_wait: the task can never finish (no work left)");
+    // The root points into this stack frame: it must never outlive the call.
+    auto tear_down = [&] {
+        r.remove_root(&root.handle.promise());
+        r.cancel_deferred(&root.handle.promise());
+        root.handle.destroy();
+    };
+    try {
+        while (!done) {
+            // The root counts as work, so run_one() returns 0 only when stopped.
+            if (r.run_one() == 0 && !done) {
+                throw state_error("tisock::sync_wait: the reactor was stopped before the task finished");
+            }
         }
+    } catch (...) {
+        if (!done) tear_down();
+        throw;
     }
     if (result.error) std::rethrow_exception(result.error);
     if constexpr (std::is_reference_v<T>) {
