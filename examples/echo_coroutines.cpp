@@ -8,10 +8,7 @@
 //
 // Exits by itself with status 0: sync_wait returns when the client is done, and the
 // listener is closed (which ends the accept loop) before main returns.
-#include <tisock/buffer.hpp>
-#include <tisock/reactor.hpp>
-#include <tisock/task.hpp>
-#include <tisock/tcp.hpp>
+#include <tisock/tisock.hpp>
 
 #include <array>
 #include <chrono>

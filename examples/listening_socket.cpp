@@ -15,10 +15,7 @@
 // the server closes her connection at once (she reads end of stream). With a maximum of 2
 // connections the listener stops accepting after bob. When both have finished sending,
 // the server closes everything and the program exits with status 0.
-#include <tisock/buffer.hpp>
-#include <tisock/reactor.hpp>
-#include <tisock/task.hpp>
-#include <tisock/tcp.hpp>
+#include <tisock/tisock.hpp>
 
 #include <algorithm>
 #include <chrono>
