@@ -14,10 +14,7 @@
 // error callback runs too (connection refused).
 //
 // Exits by itself with status 0 once both connects have reported.
-#include <tisock/buffer.hpp>
-#include <tisock/reactor.hpp>
-#include <tisock/task.hpp>
-#include <tisock/tcp.hpp>
+#include <tisock/tisock.hpp>
 
 #include <chrono>
 #include <cstdio>
