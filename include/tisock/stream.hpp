@@ -402,6 +402,9 @@ inline void write(const tcp& dest, buffer data, std::size_t offset, std::size_t 
 
 // Ti.Stream.readAll (callback form): done(io_event) once, with the total in bytes_processed.
 inline void read_all(const tcp& source, buffer& into, io_callback done) {
+    // Preconditions are checked here, at the call: inside the spawned runner a state_error
+    // would escape the task and call std::terminate.
+    detail::require_stream(source.is_readable(), "stream::read_all", "readable");
     detail::run_for_callback(
         source, [source, &into]() -> task<std::int64_t> { co_return std::int64_t(co_await async_read_all(source, into)); },
         std::move(done));
@@ -412,6 +415,7 @@ template <class Handler>
     requires std::invocable<Handler&, const pump_event<tcp>&>
 void pump(const tcp& source, Handler handler, std::size_t max_chunk_size) {
     detail::require_chunk_size(max_chunk_size, "stream::pump");
+    detail::require_stream(source.is_readable(), "stream::pump", "readable");  // see read_all
     spawn(source.get_reactor(), [](tcp s, Handler h, std::size_t n) -> task<void> {
         co_await async_pump(std::move(s), std::move(h), n);
     }(source, std::move(handler), max_chunk_size));
@@ -423,6 +427,8 @@ template <input_stream In, output_stream Out>
     requires(std::same_as<std::remove_cv_t<In>, tcp> || std::same_as<std::remove_cv_t<Out>, tcp>)
 void write_stream(In& input, Out& output, std::size_t max_chunk_size, io_callback done) {
     detail::require_chunk_size(max_chunk_size, "stream::write_stream");
+    detail::require_stream(input.is_readable(), "stream::write_stream", "readable");  // see read_all
+    detail::require_stream(output.is_writable(), "stream::write_stream", "writable");
     const tcp& socket = [&]() -> const tcp& {
         if constexpr (std::same_as<std::remove_cv_t<In>, tcp>) {
             return input;
