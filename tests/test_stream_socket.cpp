@@ -1095,3 +1095,33 @@ TEST_CASE("read and write on a socket that is not connected throw state_error at
     }
     fds.verify();
 }
+
+// The callback forms that run a coroutine underneath (read_all, pump, write_stream) must
+// refuse a socket that is not connected at the call, like stream::read does: inside the
+// spawned runner the state_error would escape the task and call std::terminate.
+TEST_CASE("read_all, pump and write_stream on a socket that is not connected throw state_error at the call") {
+    descriptor_check fds;
+    {
+        reactor r;
+        tcp never_connected(r, {.host = "127.0.0.1", .port = 1});
+        buffer b;
+        buffer_stream memory_in(b, stream_mode::read);
+        buffer_stream memory_out(b, stream_mode::append);
+        int calls = 0;
+        auto count = [&calls](const io_event&) { ++calls; };
+        CHECK_THROWS_AS(stream::read_all(never_connected, b, count), tisock::state_error);
+        CHECK_THROWS_AS(stream::pump(never_connected, [&calls](const pump_event<tcp>&) { ++calls; }, 16),
+                        tisock::state_error);
+        CHECK_THROWS_AS(stream::write_stream(never_connected, memory_out, 16, count), tisock::state_error);
+        CHECK_THROWS_AS(stream::write_stream(memory_in, never_connected, 16, count), tisock::state_error);
+        // A memory stream in the wrong mode is refused at the call too.
+        socket_trio t = connect_trio(r, "127.0.0.1");
+        CHECK_THROWS_AS(stream::write_stream(memory_out, t.client, 16, count), tisock::state_error);
+        CHECK_THROWS_AS(stream::write_stream(t.inbound, memory_in, 16, count), tisock::state_error);
+        run_for_at_least(r, 20ms);
+        CHECK(calls == 0);
+        t.close_all();
+        CHECK(reactor_is_idle(r));
+    }
+    fds.verify();
+}
