@@ -265,38 +265,42 @@ private:
         }
     }
 
-    // Dispatches the next half (read, then write) of the current event batch. Returns true
-    // when a handler ran. The cursor advances before the handler runs, so an exception
-    // leaves the batch consistent.
-    bool dispatch_next() {
-        detail::ready_event& e = events_[cursor_];
-        detail::descriptor_state* d = e.d;
-        if (d == nullptr || d->fd < 0) {  // a wake-up, or a descriptor closed in this batch
-            ++cursor_;
+    // Dispatches the current event batch: all of it, or (run_one) up to the first handler.
+    // Each event has a read half and a write half. The cursor advances before a handler
+    // runs, so an exception leaves the batch consistent and the next run*() goes on from
+    // there. Returns the number of handlers run.
+    std::size_t dispatch_events(bool one) {
+        std::size_t ran = 0;
+        while (cursor_ < event_count_ && !stopped()) {
+            const detail::ready_event& e = events_[cursor_];
+            detail::descriptor_state* d = e.d;
+            if (d == nullptr || d->fd < 0) {  // a wake-up, or a descriptor closed in this batch
+                ++cursor_;
+                write_half_ = false;
+                continue;
+            }
+            if (!write_half_) {
+                write_half_ = true;
+                d->hung_up |= e.hung_up;
+                if (e.readable) {
+                    d->read_ready = true;
+                    if (detail::io_waiter* w = d->reader) {
+                        w->on_ready(w);
+                        if (++ran, one) return ran;
+                    }
+                }
+            }
             write_half_ = false;
-            return false;
-        }
-        if (!write_half_) {
-            write_half_ = true;
-            if (e.hung_up) d->hung_up = true;
-            if (e.readable) {
-                d->read_ready = true;
-                if (detail::io_waiter* w = d->reader) {
+            ++cursor_;
+            if (e.writable && d->fd >= 0) {  // the read half may have closed it
+                d->write_ready = true;
+                if (detail::io_waiter* w = d->writer) {
                     w->on_ready(w);
-                    return true;
+                    if (++ran, one) return ran;
                 }
             }
         }
-        write_half_ = false;
-        ++cursor_;
-        if (e.writable) {
-            d->write_ready = true;
-            if (detail::io_waiter* w = d->writer) {
-                w->on_ready(w);
-                return true;
-            }
-        }
-        return false;
+        return ran;
     }
 
     // Milliseconds epoll/kqueue may sleep: until the next timer or `limit`, rounded up so
@@ -337,9 +341,9 @@ private:
         std::size_t budget = ready_budget;
         for (;;) {
             if (stopped()) return count;
-            if (bounded && count > 0 && detail::clock::now() >= limit) return count;
             if (cursor_ < event_count_) {
-                if (dispatch_next() && (++count, one)) return count;
+                count += dispatch_events(one);
+                if ((one && count > 0) || (bounded && detail::clock::now() >= limit)) return count;
                 continue;
             }
             recycle_retired();
@@ -348,7 +352,7 @@ private:
                 if (t->deadline <= detail::clock::now()) {
                     cancel_timer(t);
                     t->on_expire(t);
-                    if (++count, one) return count;
+                    if (++count, one || (bounded && detail::clock::now() >= limit)) return count;
                     continue;
                 }
             }
@@ -357,7 +361,7 @@ private:
                 if (detail::operation* op = ready_.pop()) {
                     --budget;
                     op->invoke(op, true);
-                    if (++count, one) return count;
+                    if (++count, one || (bounded && detail::clock::now() >= limit)) return count;
                     continue;
                 }
             }

@@ -67,7 +67,7 @@ public:
 
     // ---- Properties ------------------------------------------------------------------------
     tisock::state state() const noexcept { return impl_->current_state(); }
-    const std::string& host() const noexcept { return impl_->options().host; }
+    const std::string& host() const { return impl_->host(); }
     int port() const noexcept { return impl_->options().port; }
     std::chrono::milliseconds timeout() const noexcept { return impl_->options().timeout; }
     int listen_queue_size() const noexcept { return impl_->options().listen_queue_size; }

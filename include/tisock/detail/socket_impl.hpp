@@ -98,10 +98,28 @@ enum class op_status : unsigned char {
     queued,   // finished; its completion waits in the reactor's ready queue
 };
 
+// An operation's outcome. Like std::error_code, but "no error" is built without calling
+// std::system_category() (an out-of-line call into libstdc++), since an operation is
+// constructed per read and per write.
+class op_error {
+public:
+    op_error() noexcept = default;
+    op_error(std::error_code ec) noexcept : value_(ec.value()), category_(ec ? &ec.category() : nullptr) {}
+    explicit operator bool() const noexcept { return value_ != 0; }
+    operator std::error_code() const noexcept {
+        return category_ != nullptr ? std::error_code(value_, *category_) : std::error_code();
+    }
+    std::string message() const { return std::error_code(*this).message(); }
+
+private:
+    int value_ = 0;
+    const std::error_category* category_ = nullptr;
+};
+
 // One operation on a socket, in either style.
 struct socket_op : operation {
     socket_ref owner;  // keeps the socket alive while the operation exists
-    std::error_code ec;
+    op_error ec;
     std::size_t bytes = 0;
     op_status status = op_status::idle;
     void (*complete)(socket_op* self) = nullptr;  // resume the coroutine / call the callback
@@ -183,6 +201,15 @@ public:
     bool is_connecting() const noexcept { return connecting_; }
     bool is_inbound() const noexcept { return inbound_; }
     const tcp_options& options() const noexcept { return options_; }
+    // An inbound socket's host is its peer's address, turned into text only when asked for
+    // (inet_ntop costs more than the rest of an accept).
+    const std::string& host() {
+        if (unformatted_peer_.ss_family != AF_UNSPEC) {
+            options_.host = format_host(unformatted_peer_);
+            unformatted_peer_.ss_family = AF_UNSPEC;
+        }
+        return options_.host;
+    }
     int native_handle() const noexcept { return d_ != nullptr ? d_->fd : -1; }
     reactor& owner() const {
         check_reactor();
@@ -196,6 +223,7 @@ public:
             throw state_error(std::string("tisock: cannot set ") + name + " while the socket is " +
                               std::string(connecting_ ? "connecting" : to_string(state_)));
         }
+        (void)host();  // settle a lazily formatted peer address before anything replaces it
         options_.*field = std::forward<Value>(v);
     }
     void set_listen_queue_size(int n) {
@@ -458,12 +486,14 @@ private:
     void check_reactor() const {
         if (reactor_ == nullptr) throw state_error("tisock: the socket's reactor has been destroyed");
     }
+    // On every read and write: the check itself stays inline, the message is built out of line.
     void check_connected(const char* what) const {
+        if (state_ != state::connected) [[unlikely]] throw_not_connected(what);
+    }
+    [[noreturn, gnu::cold, gnu::noinline]] void throw_not_connected(const char* what) const {
         check_reactor();
-        if (state_ != state::connected) {
-            throw state_error(std::string("tisock: ") + what + " needs a connected socket (state is " +
-                              std::string(connecting_ ? "connecting" : to_string(state_)) + ")");
-        }
+        throw state_error(std::string("tisock: ") + what + " needs a connected socket (state is " +
+                          std::string(connecting_ ? "connecting" : to_string(state_)) + ")");
     }
     void check_listening(const char* what) const {
         check_reactor();
@@ -711,16 +741,16 @@ private:
     }
 
     // Wraps a pending descriptor in a new socket, created connected with the accept options.
-    socket_ref adopt_pending(const accept_options& options, std::error_code& ec) {
+    socket_ref adopt_pending(const accept_options& options, op_error& ec) {
         pending_connection c = pending_.front();
         pending_.pop_front();
         tcp_options inbound_options;
-        inbound_options.host = format_host(c.peer);
-        inbound_options.port = format_port(c.peer);
+        inbound_options.port = format_port(c.peer);  // host(): formatted on first use
         inbound_options.timeout = options.timeout;
         inbound_options.error = options.error;
         socket_ref in(new socket_impl(*reactor_, std::move(inbound_options)));
         in->inbound_ = true;
+        in->unformatted_peer_ = c.peer;
         if ((ec = in->adopt_descriptor(c.fd))) return {};
         in->state_ = state::connected;
         return in;
@@ -1021,6 +1051,7 @@ private:
     std::size_t next_candidate_ = 0;
     std::error_code last_connect_error_;
     std::deque<pending_connection> pending_;
+    sockaddr_storage unformatted_peer_{};  // inbound sockets until host() is first read
 
     static constexpr std::chrono::milliseconds accept_backoff{100};
 
