@@ -272,7 +272,7 @@ private:
     std::size_t dispatch_events(bool one) {
         std::size_t ran = 0;
         while (cursor_ < event_count_ && !stopped()) {
-            const detail::ready_event& e = events_[cursor_];
+            const detail::ready_event e = backend_.event(cursor_);
             detail::descriptor_state* d = e.d;
             if (d == nullptr || d->fd < 0) {  // a wake-up, or a descriptor closed in this batch
                 ++cursor_;
@@ -370,7 +370,7 @@ private:
             if (polled) return count;  // poll(): one look at the backend
             if (!more_ready && bounded && detail::clock::now() >= limit) return count;
             polled = !may_block;
-            event_count_ = backend_.wait(events_, more_ready ? 0 : wait_timeout(limit, may_block));
+            event_count_ = backend_.wait(more_ready ? 0 : wait_timeout(limit, may_block));
             cursor_ = 0;
             budget = ready_budget;
         }
@@ -379,7 +379,6 @@ private:
     static constexpr std::size_t ready_budget = 64;
 
     detail::backend backend_;
-    detail::ready_event events_[detail::backend::max_events];
     std::size_t event_count_ = 0;
     std::size_t cursor_ = 0;
     bool write_half_ = false;

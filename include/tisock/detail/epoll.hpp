@@ -70,27 +70,29 @@ public:
                           [&](std::size_t) -> long { return ::write(wake_fd_, &one, sizeof one); });
     }
 
-    // Waits up to timeout_ms (-1: no limit, 0: poll) and translates what arrived.
-    std::size_t wait(ready_event* out, int timeout_ms) {
-        epoll_event native[max_events];
+    // Waits up to timeout_ms (-1: no limit, 0: poll); returns how many events arrived.
+    // They stay in the backend (a member array, so no large stack frame to probe on every
+    // call) until the next wait, and event(i) translates them as they are dispatched.
+    std::size_t wait(int timeout_ms) {
         sys::result r = sys::invoke(sys::call::poller_wait, 0, false, [&](std::size_t) -> long {
-            return ::epoll_wait(epoll_fd_, native, int(max_events), timeout_ms);
+            return ::epoll_wait(epoll_fd_, native_, int(max_events), timeout_ms);
         });
         if (!r) {
             if (r.error == EINTR) return 0;  // a signal: the caller recomputes its timeout
             throw_errno(r.error, "epoll_wait");
         }
-        std::size_t n = std::size_t(r.value);
-        for (std::size_t i = 0; i < n; ++i) {
-            std::uint32_t ev = native[i].events;
-            auto* d = static_cast<descriptor_state*>(native[i].data.ptr);
-            if (d == nullptr) drain_wake();
-            out[i].d = d;
-            out[i].readable = (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
-            out[i].writable = (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0;
-            out[i].hung_up = (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
-        }
-        return n;
+        return std::size_t(r.value);
+    }
+
+    ready_event event(std::size_t i) noexcept {
+        const std::uint32_t ev = native_[i].events;
+        ready_event e;
+        e.d = static_cast<descriptor_state*>(native_[i].data.ptr);
+        if (e.d == nullptr) drain_wake();
+        e.readable = (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+        e.writable = (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0;
+        e.hung_up = (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+        return e;
     }
 
 private:
@@ -102,6 +104,7 @@ private:
 
     int epoll_fd_ = -1;
     int wake_fd_ = -1;
+    epoll_event native_[max_events];
 };
 
 }  // namespace tisock::detail

@@ -99,10 +99,10 @@ public:
 #endif
     }
 
-    // Waits up to timeout_ms (-1: no limit, 0: poll) and translates what arrived: one
+    // Waits up to timeout_ms (-1: no limit, 0: poll); returns how many kevents arrived.
+    // They stay in a member array until the next wait; event(i) translates them, one
     // ready_event per kevent.
-    std::size_t wait(ready_event* out, int timeout_ms) {
-        struct kevent native[max_events];
+    std::size_t wait(int timeout_ms) {
         timespec ts{};
         const timespec* limit = nullptr;
         if (timeout_ms >= 0) {
@@ -111,16 +111,17 @@ public:
             limit = &ts;
         }
         sys::result r = sys::invoke(sys::call::poller_wait, 0, false, [&](std::size_t) -> long {
-            return ::kevent(kq_, nullptr, 0, native, native_capacity, limit);
+            return ::kevent(kq_, nullptr, 0, native_, native_capacity, limit);
         });
         if (!r) {
             if (r.error == EINTR) return 0;  // a signal: the caller recomputes its timeout
             throw_errno(r.error, "kevent");
         }
-        std::size_t n = std::size_t(r.value);
-        for (std::size_t i = 0; i < n; ++i) out[i] = translate(native[i]);
-        return n;
+        return std::size_t(r.value);
     }
+
+    // The i-th event of the last wait(), translated (kept in a member array until then).
+    ready_event event(std::size_t i) noexcept { return translate(native_[i]); }
 
 private:
     static constexpr int native_capacity = int(max_events);
@@ -205,6 +206,7 @@ private:
 #endif
 
     int kq_ = -1;
+    struct kevent native_[max_events];
 };
 
 }  // namespace tisock::detail

@@ -361,9 +361,7 @@ public:
     bool start_read(read_op& op) {
         check_connected("read");
         if (reading_ != nullptr) throw state_error("tisock: a read is already pending on this socket");
-        op.ec = {};
-        op.bytes = 0;
-        op.eof = false;
+        // (An operation is started once, freshly built: its result fields are already clear.)
         if (op.into.empty()) return true;
         if (d_->read_ready) {
             switch (try_read(op)) {
@@ -397,8 +395,6 @@ public:
     bool start_write(write_op& op) {
         check_connected("write");
         if (shutdown_requested_) throw state_error("tisock: write after shutdown()");
-        op.ec = {};
-        op.bytes = 0;
         if (write_head_ == nullptr) {
             switch (try_write(op)) {
                 case io_result::done: return true;
@@ -420,7 +416,6 @@ public:
         check_connected("shutdown()");
         if (shutdown_requested_) throw state_error("tisock: shutdown() was already called");
         shutdown_requested_ = true;
-        op.ec = {};
         if (write_head_ == nullptr) {
             if (sys::result r = sys::shutdown(d_->fd, SHUT_WR); !r) op.ec = errno_code(r.error);
             return true;
