@@ -89,7 +89,7 @@ consumer_wrap() {
     log=$tmp/wrap.log
     src=$tmp/wrap-src
     mkdir -p "$src/subprojects"
-    cp "$here/subproject/meson.build" "$here/subproject/main.cpp" "$src/"
+    cp "$here/subproject/meson.build" "$here/main.cpp" "$src/"
     rev=$(git -C "$root" rev-parse HEAD) || return 1
     cat >"$src/subprojects/tisock.wrap" <<WRAP
 [wrap-git]
@@ -110,7 +110,7 @@ consumer_copy() {  # the README's "copy include/" way, with its exact compile co
     app=$tmp/copy-app
     mkdir -p "$app/third_party/tisock"
     # shellcheck disable=SC2016  # $1 and $CXX expand in the inner shell
-    cp -R "$root/include" "$app/third_party/tisock/" && cp "$here/subproject/main.cpp" "$app/" &&
+    cp -R "$root/include" "$app/third_party/tisock/" && cp "$here/main.cpp" "$app/" &&
     step copy "$log" sh -c 'cd "$1" && ${CXX:-g++} -std=c++20 -pthread -I third_party/tisock/include main.cpp -o echo && ./echo' sh "$app"
 }
 
