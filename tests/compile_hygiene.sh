@@ -1,7 +1,7 @@
 #!/bin/sh
 # Compile-time hygiene of the public headers.
 #  1. Warnings: every public header on its own, and a program that instantiates the
-#     coroutine API (tests/consumers/subproject/main.cpp, at -O0 and -O2), compile with each compiler at
+#     coroutine API (tests/consumers/main.cpp, at -O0 and -O2), compile with each compiler at
 #     -std=c++20 -Wall -Wextra -Wpedantic -Wconversion -Wshadow -Werror.
 #  2. Compile time (unless --warnings-only): a hello world including <tisock/tisock.hpp>,
 #     median of 5 object compiles at -O0 and -O2; the same program with standalone Asio's
@@ -34,16 +34,16 @@ for cxx in $compilers; do
         fi
     done
     # shellcheck disable=SC2086
-    if ! $cxx $flags -I"$root/include" -o "$tmp/echo" "$root/tests/consumers/subproject/main.cpp" 2>"$tmp/err" ||
+    if ! $cxx $flags -I"$root/include" -o "$tmp/echo" "$root/tests/consumers/main.cpp" 2>"$tmp/err" ||
        ! "$tmp/echo" >/dev/null; then
-        echo "FAIL $cxx: tests/consumers/subproject/main.cpp (build or run)"
+        echo "FAIL $cxx: tests/consumers/main.cpp (build or run)"
         head -n 30 "$tmp/err" | sed 's/^/    /'
         bad=1
     fi
     # Some warnings (-Wmaybe-uninitialized, -Wnull-dereference...) only show when optimizing.
     # shellcheck disable=SC2086
-    if ! $cxx $flags -O2 -I"$root/include" -c -o "$tmp/echo.o" "$root/tests/consumers/subproject/main.cpp" 2>"$tmp/err"; then
-        echo "FAIL $cxx: tests/consumers/subproject/main.cpp at -O2"
+    if ! $cxx $flags -O2 -I"$root/include" -c -o "$tmp/echo.o" "$root/tests/consumers/main.cpp" 2>"$tmp/err"; then
+        echo "FAIL $cxx: tests/consumers/main.cpp at -O2"
         head -n 30 "$tmp/err" | sed 's/^/    /'
         bad=1
     fi
