@@ -24,48 +24,11 @@
 #include <new>
 
 // ---- counted allocation ------------------------------------------------------------------
-namespace {
-std::atomic<std::size_t> allocation_count{0};
+// The benchmarks' counting replacement of every form of operator new/delete (one copy in
+// the tree; it may be included by one translation unit of a binary only).
+#include "../benchmarks/alloc_counter.hpp"
 
-std::size_t allocations() noexcept { return allocation_count.load(std::memory_order_relaxed); }
-
-void* counted_alloc(std::size_t n) noexcept {
-    allocation_count.fetch_add(1, std::memory_order_relaxed);
-    return std::malloc(n == 0 ? 1 : n);
-}
-void* counted_alloc(std::size_t n, std::align_val_t align) noexcept {
-    allocation_count.fetch_add(1, std::memory_order_relaxed);
-    std::size_t a = static_cast<std::size_t>(align);
-    if (a < sizeof(void*)) a = sizeof(void*);
-    void* p = nullptr;
-    return ::posix_memalign(&p, a, n == 0 ? 1 : n) == 0 ? p : nullptr;
-}
-void* checked(void* p) {
-    if (p == nullptr) throw std::bad_alloc();
-    return p;
-}
-}  // namespace
-
-void* operator new(std::size_t n) { return checked(counted_alloc(n)); }
-void* operator new[](std::size_t n) { return checked(counted_alloc(n)); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
-void* operator new(std::size_t n, std::align_val_t a) { return checked(counted_alloc(n, a)); }
-void* operator new[](std::size_t n, std::align_val_t a) { return checked(counted_alloc(n, a)); }
-void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept { return counted_alloc(n, a); }
-void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept { return counted_alloc(n, a); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+using tisock_bench::allocations;
 
 // ---- recv() interposition ----------------------------------------------------------------
 namespace {
