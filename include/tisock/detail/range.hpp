@@ -29,16 +29,26 @@ inline void check_offset(const char* where, const char* offset_name, std::size_t
 // Validates the slice [offset, offset + length) of something `size` bytes long and returns
 // its length; `npos` means "up to the end". The message names both arguments when their sum
 // is what overflows, since either one may be the mistake.
+[[noreturn, gnu::cold, gnu::noinline]] inline void throw_bad_slice(const char* where, const char* offset_name,
+                                                                   const char* length_name, const char* of,
+                                                                   std::size_t size, std::size_t offset,
+                                                                   std::size_t length) {
+    check_offset(where, offset_name, offset, of, size);
+    throw std::out_of_range(std::string(where) + ": " + offset_name + " (" + std::to_string(offset) + ") + " +
+                            length_name + " (" + std::to_string(length) + ") exceeds the length of " + of + " (" +
+                            std::to_string(size) + ")");
+}
+
+// The check runs on every socket read and write: it stays inline, the message is built
+// out of line.
 inline std::size_t checked_slice(const char* where, const char* offset_name, const char* length_name,
                                  const char* of, std::size_t size, std::size_t offset, std::size_t length) {
-    check_offset(where, offset_name, offset, of, size);
-    const std::size_t room = size - offset;
-    if (length == npos) return room;
-    if (length > room)
-        throw std::out_of_range(std::string(where) + ": " + offset_name + " (" + std::to_string(offset) + ") + " +
-                                length_name + " (" + std::to_string(length) + ") exceeds the length of " + of + " (" +
-                                std::to_string(size) + ")");
-    return length;
+    if (offset <= size) [[likely]] {
+        const std::size_t room = size - offset;
+        if (length == npos) return room;
+        if (length <= room) [[likely]] return length;
+    }
+    throw_bad_slice(where, offset_name, length_name, of, size, offset, length);
 }
 
 }  // namespace tisock::detail

@@ -248,13 +248,19 @@ public:
 
     // ---- connect ---------------------------------------------------------------------------
 
-    void start_connect(connect_op* waiting) {
+    // connect() and listen() start a socket's life: only from initialized, closed or error,
+    // never on an accepted socket.
+    void check_can_start(const char* what) const {
         check_reactor();
-        if (inbound_) throw state_error("tisock: connect() on an accepted socket (accepted sockets are never reused)");
-        if (connecting_) throw state_error("tisock: connect() while a connect is already in flight");
+        if (inbound_) throw state_error(std::string("tisock: ") + what + " on an accepted socket (accepted sockets are never reused)");
+        if (connecting_) throw state_error(std::string("tisock: ") + what + " while a connect is in flight");
         if (state_ == state::connected || state_ == state::listening) {
-            throw state_error("tisock: connect() on a " + std::string(to_string(state_)) + " socket");
+            throw state_error(std::string("tisock: ") + what + " on a " + std::string(to_string(state_)) + " socket");
         }
+    }
+
+    void start_connect(connect_op* waiting) {
+        check_can_start("connect()");
         check_port(options_.port, port_use::connect);
         host_spec host = classify_host(options_.host, options_.port);
 
@@ -284,12 +290,7 @@ public:
     // ---- listen / accept -------------------------------------------------------------------
 
     void listen() {
-        check_reactor();
-        if (inbound_) throw state_error("tisock: listen() on an accepted socket (accepted sockets are never reused)");
-        if (connecting_) throw state_error("tisock: listen() while a connect is in flight");
-        if (state_ == state::connected || state_ == state::listening) {
-            throw state_error("tisock: listen() on a " + std::string(to_string(state_)) + " socket");
-        }
+        check_can_start("listen()");
         // Argument errors leave the socket as it is; system failures move it to error.
         check_port(options_.port, port_use::listen);
         if (options_.host.empty()) {

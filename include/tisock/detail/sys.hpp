@@ -115,30 +115,28 @@ inline result prepare_new_socket(int fd) noexcept {
     return {0, 0};
 }
 
+// Finishes a descriptor just made by socket() or accept(): on the BSDs the flags that
+// Linux sets atomically (SOCK_NONBLOCK, SOCK_CLOEXEC), then SO_NOSIGPIPE where it exists.
+// The descriptor is closed if that fails.
+inline result finish_new_descriptor(result made) noexcept {
+    if (!made) return made;
+    int fd = int(made.value);
+    result r = bsd_sockets ? set_cloexec_nonblock(fd) : result{0, 0};
+    if (r) r = prepare_new_socket(fd);
+    if (r) return made;
+    (void)sys::close(fd);
+    return r;
+}
+
 // A non-blocking, close-on-exec stream socket.
 inline result socket(int family) noexcept {
-    result r;
-    if constexpr (bsd_sockets) {
-        // macOS has no SOCK_NONBLOCK/SOCK_CLOEXEC: set them with fcntl (libuv uv__socket).
-        r = invoke(call::socket, 0, true, [family](std::size_t) -> long { return ::socket(family, SOCK_STREAM, 0); });
-        if (!r) return r;
-        if (result f = set_cloexec_nonblock(int(r.value)); !f) {
-            ::close(int(r.value));
-            return f;
-        }
-    } else {
+    // macOS has no SOCK_NONBLOCK/SOCK_CLOEXEC: they are set afterwards (libuv uv__socket).
+    int type = SOCK_STREAM;
 #if defined(SOCK_NONBLOCK)
-        r = invoke(call::socket, 0, true, [family](std::size_t) -> long {
-            return ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        });
-        if (!r) return r;
+    if constexpr (!bsd_sockets) type |= SOCK_NONBLOCK | SOCK_CLOEXEC;
 #endif
-    }
-    if (result p = prepare_new_socket(int(r.value)); !p) {
-        ::close(int(r.value));
-        return p;
-    }
-    return r;
+    return finish_new_descriptor(
+        invoke(call::socket, 0, true, [family, type](std::size_t) -> long { return ::socket(family, type, 0); }));
 }
 
 // accept() of a non-blocking, close-on-exec descriptor; fills `peer` when given.
@@ -146,27 +144,13 @@ inline result accept(int fd, sockaddr_storage* peer) noexcept {
     socklen_t size = sizeof(sockaddr_storage);
     auto* addr = reinterpret_cast<sockaddr*>(peer);
     socklen_t* size_ptr = peer != nullptr ? &size : nullptr;
-    result r;
-    if constexpr (bsd_sockets) {
-        // No accept4 on macOS (libuv uv__accept): accept, then set the flags.
-        r = invoke(call::accept, 0, true, [=](std::size_t) -> long { return ::accept(fd, addr, size_ptr); });
-        if (!r) return r;
-        if (result f = set_cloexec_nonblock(int(r.value)); !f) {
-            ::close(int(r.value));
-            return f;
-        }
-    } else {
+    return finish_new_descriptor(invoke(call::accept, 0, true, [=](std::size_t) -> long {
 #if defined(SOCK_NONBLOCK)
-        r = invoke(call::accept, 0, true,
-                   [=](std::size_t) -> long { return ::accept4(fd, addr, size_ptr, SOCK_NONBLOCK | SOCK_CLOEXEC); });
-        if (!r) return r;
+        // No accept4 on macOS (libuv uv__accept): there, accept and set the flags after.
+        if constexpr (!bsd_sockets) return ::accept4(fd, addr, size_ptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
 #endif
-    }
-    if (result p = prepare_new_socket(int(r.value)); !p) {
-        ::close(int(r.value));
-        return p;
-    }
-    return r;
+        return ::accept(fd, addr, size_ptr);
+    }));
 }
 
 inline result connect(int fd, const sockaddr* addr, socklen_t size) noexcept {
