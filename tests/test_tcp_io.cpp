@@ -840,3 +840,40 @@ TEST_CASE("full duplex: a read and a write wait on one socket at once") {
     t.close_all();
     check_nothing_left(r, fds);
 }
+
+// ---- try_write (beyond the spec: libuv's uv_try_write) --------------------------------------
+
+TEST_CASE("try_write hands the kernel what it takes now, keeps FIFO order behind queued writes, and refuses misuse") {
+    tisock::reactor r;
+    const int fds_before = open_descriptor_count();
+    {
+        socket_trio t = connect_trio(r, "127.0.0.1");
+        const std::string hello = "hello";
+        CHECK(t.client.try_write(bytes_of(hello)) == hello.size());
+
+        std::string received;
+        tisock::buffer into(64);
+        t.inbound.read(into, [&](const io_event& e) { received = into.to_string().substr(0, std::size_t(e.bytes_processed)); });
+        REQUIRE(run_until(r, [&] { return !received.empty(); }));
+        CHECK(received == hello);
+
+        // Fill the kernel's buffers (nobody reads), then queue one more write: try_write must
+        // not jump the queue, so it takes nothing.
+        std::vector<std::byte> chunk(1 << 20, std::byte{'x'});
+        std::size_t taken = 0;
+        for (int i = 0; i < 64; ++i) taken += t.client.try_write(chunk);
+        CHECK(taken > 0);
+        CHECK(t.client.try_write(chunk) == 0);  // the kernel is full
+        bool queued_done = false;
+        t.client.write(tisock::buffer::from_string("tail"), [&](const io_event&) { queued_done = true; });
+        CHECK(t.client.try_write(bytes_of(hello)) == 0);  // behind the queued write
+        CHECK_FALSE(queued_done);
+
+        t.client.shutdown();
+        CHECK_THROWS_AS((void)t.client.try_write(bytes_of(hello)), state_error);
+        t.close_all();
+        r.run_for(100ms);
+        CHECK_THROWS_AS((void)t.client.try_write(bytes_of(hello)), state_error);  // closed
+    }
+    REQUIRE(run_until(r, [&] { return open_descriptor_count() == fds_before; }));
+}

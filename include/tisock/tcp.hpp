@@ -183,6 +183,10 @@ public:
     }
     // Completes when every byte has been handed to the kernel.
     write_awaiter async_write(std::span<const std::byte> from) const { return write_awaiter(impl_, from); }
+    // Beyond the spec: hands the kernel what it takes now, never waiting; returns the bytes
+    // written (0 while other writes are queued). For servers that reuse one read buffer
+    // across connections and keep only an unsent remainder (as a raw epoll server does).
+    std::size_t try_write(std::span<const std::byte> from) const { return impl_->try_write(from); }
     shutdown_awaiter async_shutdown() const { return shutdown_awaiter(impl_); }
 
 private:

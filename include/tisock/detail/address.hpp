@@ -164,6 +164,25 @@ inline int resolve_blocking(const std::string& host, int port, std::vector<endpo
     return out.empty() ? EAI_NONAME : 0;
 }
 
+// An IPv4 or IPv6 address in 28 bytes instead of sockaddr_storage's 128 (kept by every
+// accepted socket). family == AF_UNSPEC when empty.
+union inet_address {
+    sa_family_t family;
+    sockaddr_in v4;
+    sockaddr_in6 v6;
+
+    inet_address() noexcept : family(AF_UNSPEC) {}
+    explicit inet_address(const sockaddr_storage& s) noexcept : inet_address() {
+        if (s.ss_family == AF_INET) std::memcpy(&v4, &s, sizeof v4);
+        if (s.ss_family == AF_INET6) std::memcpy(&v6, &s, sizeof v6);
+    }
+    sockaddr_storage storage() const noexcept {
+        sockaddr_storage s{};
+        std::memcpy(&s, this, sizeof *this);
+        return s;
+    }
+};
+
 inline std::string format_host(const sockaddr_storage& s) {
     char text[INET6_ADDRSTRLEN + 1] = {};
     if (s.ss_family == AF_INET) {

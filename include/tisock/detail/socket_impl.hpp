@@ -173,9 +173,8 @@ public:
         read_waiter_.self = write_waiter_.self = this;
         read_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_readable(); };
         write_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_writable(); };
-        deadline_.self = backoff_.self = this;
+        deadline_.self = this;
         deadline_.on_expire = [](timer_node* t) { static_cast<socket_timer*>(t)->self->on_deadline(); };
-        backoff_.on_expire = [](timer_node* t) { static_cast<socket_timer*>(t)->self->on_accept_backoff(); };
         abandon = [](reactor_member* m) { static_cast<socket_impl*>(m)->abandon_reactor(); };
         r.add_member(this);
     }
@@ -204,9 +203,9 @@ public:
     // An inbound socket's host is its peer's address, turned into text only when asked for
     // (inet_ntop costs more than the rest of an accept).
     const std::string& host() {
-        if (unformatted_peer_.ss_family != AF_UNSPEC) {
-            options_.host = format_host(unformatted_peer_);
-            unformatted_peer_.ss_family = AF_UNSPEC;
+        if (unformatted_peer_.family != AF_UNSPEC) {
+            options_.host = format_host(unformatted_peer_.storage());
+            unformatted_peer_.family = AF_UNSPEC;
         }
         return options_.host;
     }
@@ -323,6 +322,13 @@ public:
             state_ = state::error;
             throw std::system_error(ec, "tisock: listen() on " + options_.host + ":" + std::to_string(options_.port));
         }
+        if (!listener_) {
+            listener_ = std::make_unique<listener_state>();
+            listener_->backoff.self = this;
+            listener_->backoff.on_expire = [](timer_node* t) {
+                static_cast<socket_timer*>(t)->self->on_accept_backoff();
+            };
+        }
         state_ = state::listening;
         if (options_.port == 0) options_.port = local_port();
     }
@@ -330,25 +336,26 @@ public:
     // Callback accept(): flags the listener for the next connection (one-shot).
     void flag_accept(accept_options options) {
         check_listening("accept()");
-        if (accepting_ != nullptr && accepting_ != &flagged_accept_) {
+        accept_op& flagged = listener_->flagged_accept;
+        if (accepting_ != nullptr && accepting_ != &flagged) {
             throw state_error("tisock: accept() while async_accept() is pending (they share one slot)");
         }
-        flagged_accept_.options = std::move(options);  // a repeated call replaces the options
-        if (accepting_ == &flagged_accept_) return;
-        flagged_accept_.owner = socket_ref(this);  // an armed listener keeps itself alive
-        flagged_accept_.ec = {};
-        flagged_accept_.complete = [](socket_op* op) {
+        flagged.options = std::move(options);  // a repeated call replaces the options
+        if (accepting_ == &flagged) return;
+        flagged.owner = socket_ref(this);  // an armed listener keeps itself alive
+        flagged.ec = {};
+        flagged.complete = [](socket_op* op) {
             static_cast<socket_impl*>(op->owner.get())->deliver_flagged_accept(static_cast<accept_op*>(op));
         };
-        flagged_accept_.discard = [](socket_op* op) { op->owner.reset(); };
-        begin_accept(&flagged_accept_);
+        flagged.discard = [](socket_op* op) { op->owner.reset(); };
+        begin_accept(&flagged);
     }
 
     // async_accept(): true if a connection was handed over at once.
     bool start_async_accept(accept_op& op) {
         check_listening("async_accept()");
         if (accepting_ != nullptr) throw state_error("tisock: an accept is already pending on this listener");
-        if (!pending_.empty()) {
+        if (!listener_->pending.empty()) {
             op.inbound = adopt_pending(op.options, op.ec);
             return true;
         }
@@ -365,7 +372,7 @@ public:
         // (An operation is started once, freshly built: its result fields are already clear.)
         if (op.into.empty()) return true;
         if (d_->read_ready) {
-            switch (try_read(op)) {
+            switch (read_now(op)) {
                 case io_result::done: return true;
                 case io_result::failed:
                     reading_ = &op;
@@ -397,7 +404,7 @@ public:
         check_connected("write");
         if (shutdown_requested_) throw state_error("tisock: write after shutdown()");
         if (write_head_ == nullptr) {
-            switch (try_write(op)) {
+            switch (write_now(op)) {
                 case io_result::done: return true;
                 case io_result::failed:
                     write_head_ = write_tail_ = &op;
@@ -408,6 +415,23 @@ public:
         }
         enqueue_write(op);
         return false;
+    }
+
+    // Writes what the kernel takes now, never waiting (libuv's uv_try_write): returns the
+    // bytes written, 0 when other writes are queued (FIFO order holds) or the kernel takes
+    // nothing. A failure fails the socket as any write would, and throws.
+    std::size_t try_write(std::span<const std::byte> from) {
+        check_connected("try_write");
+        if (shutdown_requested_) throw state_error("tisock: write after shutdown()");
+        if (write_head_ != nullptr || from.empty()) return 0;
+        write_op op;
+        op.from = from;
+        if (write_now(op) == io_result::failed) {
+            std::error_code ec = op.ec;
+            fail(ec);
+            throw std::system_error(ec, "tisock: try_write");
+        }
+        return op.bytes;
     }
 
     // ---- shutdown --------------------------------------------------------------------------
@@ -660,13 +684,14 @@ private:
         accepting_ = op;
         op->status = op_status::pending;
         reactor_->add_work();
-        if (!pending_.empty()) schedule_delivery();
+        if (!listener_->pending.empty()) schedule_delivery();
     }
 
     // Takes every connection off the kernel queue: up to listen_queue_size wait in user
     // space (one more while an accept is flagged), the rest are reset at once.
     void drain_listener() {
-        if (backoff_.armed()) return;
+        listener_state& l = *listener_;
+        if (l.backoff.armed()) return;
         for (;;) {
             pending_connection c;
             sys::result r = sys::accept(d_->fd, &c.peer);
@@ -688,7 +713,7 @@ private:
                     // Out of descriptors: the connection stays in the kernel queue. With
                     // edge-triggered readiness nothing would retry, and retrying at once
                     // would spin; so retry after a pause, keeping the listener open.
-                    reactor_->schedule_timer(&backoff_, clock::now() + accept_backoff);
+                    reactor_->schedule_timer(&l.backoff, clock::now() + accept_backoff);
                     reactor_->remove_work();  // the pause alone is not work
                     break;
                 }
@@ -697,18 +722,25 @@ private:
             }
             c.fd = int(r.value);
             std::size_t capacity = std::size_t(options_.listen_queue_size) + (accepting_ != nullptr ? 1 : 0);
-            if (pending_.size() >= capacity) {
+            if (l.pending.size() >= capacity) {
                 sys::close_with_reset(c.fd);
                 continue;
             }
-            pending_.push_back(c);
+            l.pending.push_back(c);
         }
-        if (accepting_ != nullptr && !pending_.empty()) deliver_accept();
+        if (accepting_ != nullptr && !l.pending.empty()) deliver_accept();
+    }
+
+    // Pending connections were never seen by the user: they are refused with a reset.
+    void reset_pending() noexcept {
+        if (!listener_) return;
+        for (const pending_connection& c : listener_->pending) sys::close_with_reset(c.fd);
+        listener_->pending.clear();
     }
 
     void cancel_backoff() noexcept {
-        if (!backoff_.armed()) return;
-        reactor_->cancel_timer(&backoff_);
+        if (!listener_ || !listener_->backoff.armed()) return;
+        reactor_->cancel_timer(&listener_->backoff);
         reactor_->add_work();  // the pause was never counted as work
     }
 
@@ -730,7 +762,7 @@ private:
         socket_ref keep(this);
         reactor_->defer_call([keep] {
             socket_impl* self = keep.get();
-            if (self->state_ == state::listening && self->accepting_ != nullptr && !self->pending_.empty()) {
+            if (self->state_ == state::listening && self->accepting_ != nullptr && !self->listener_->pending.empty()) {
                 self->deliver_accept();
             }
         });
@@ -738,15 +770,15 @@ private:
 
     // Wraps a pending descriptor in a new socket, created connected with the accept options.
     socket_ref adopt_pending(const accept_options& options, op_error& ec) {
-        pending_connection c = pending_.front();
-        pending_.pop_front();
+        pending_connection c = listener_->pending.front();
+        listener_->pending.pop_front();
         tcp_options inbound_options;
         inbound_options.port = format_port(c.peer);  // host(): formatted on first use
         inbound_options.timeout = options.timeout;
         inbound_options.error = options.error;
         socket_ref in(new socket_impl(*reactor_, std::move(inbound_options)));
         in->inbound_ = true;
-        in->unformatted_peer_ = c.peer;
+        in->unformatted_peer_ = inet_address(c.peer);
         if ((ec = in->adopt_descriptor(c.fd))) return {};
         in->state_ = state::connected;
         return in;
@@ -756,7 +788,7 @@ private:
 
     // ---- I/O internals ---------------------------------------------------------------------
 
-    io_result try_read(read_op& op) {
+    io_result read_now(read_op& op) {
         sys::result r = sys::recv(d_->fd, op.into.data(), op.into.size());
         if (r) {
             op.bytes = std::size_t(r.value);
@@ -774,7 +806,7 @@ private:
         return io_result::failed;
     }
 
-    io_result try_write(write_op& op) {
+    io_result write_now(write_op& op) {
         while (op.bytes < op.from.size()) {
             std::size_t left = op.from.size() - op.bytes;
             sys::result r = sys::send(d_->fd, op.from.data() + op.bytes, left);
@@ -840,7 +872,7 @@ private:
         }
         read_op* op = reading_;
         if (op == nullptr) return;
-        switch (try_read(*op)) {
+        switch (read_now(*op)) {
             case io_result::would_block: return;
             case io_result::failed: fail(op->ec);
                                     return;
@@ -860,7 +892,7 @@ private:
         }
         socket_ref keep(this);
         while (write_op* op = write_head_) {
-            switch (try_write(*op)) {
+            switch (write_now(*op)) {
                 case io_result::would_block: return;
                 case io_result::failed: fail(op->ec);
                                         return;
@@ -950,7 +982,7 @@ private:
         }
         if (accepting_ != nullptr) {
             accept_op* op = std::exchange(accepting_, nullptr);
-            if (op == &flagged_accept_) {
+            if (op == &listener_->flagged_accept) {
                 // The callback style has no channel for this: accepted() is simply not called.
                 reactor_->remove_work();
                 op->status = op_status::idle;
@@ -969,8 +1001,7 @@ private:
         if (shutdown_ != nullptr) finish_pending(*std::exchange(shutdown_, nullptr), ec);
         shutdown_requested_ = false;
         release_descriptor();
-        for (const pending_connection& c : pending_) sys::close_with_reset(c.fd);
-        pending_.clear();
+        reset_pending();
     }
 
     void queue_error_notification(std::error_code ec);  // defined in tcp.hpp (needs tcp)
@@ -990,8 +1021,7 @@ private:
             connect_keepalive_.swap(abandoned_connect_reference_);  // see abandon_reactor
         }
         release_descriptor();
-        for (const pending_connection& c : pending_) sys::close_with_reset(c.fd);
-        pending_.clear();
+        reset_pending();
     }
 
     // The reactor is being destroyed: drop every operation without running it (coroutine
@@ -1030,11 +1060,9 @@ private:
     waiter read_waiter_;
     waiter write_waiter_;
     socket_timer deadline_;  // connect timeout, or the timeout of the head write
-    socket_timer backoff_;   // accept paused after EMFILE/ENFILE
 
     read_op* reading_ = nullptr;
     accept_op* accepting_ = nullptr;  // accept() and async_accept() share this slot
-    accept_op flagged_accept_;        // the callback accept() flag
     connect_op* connect_waiter_ = nullptr;
     write_op* write_head_ = nullptr;
     write_op* write_tail_ = nullptr;
@@ -1046,8 +1074,15 @@ private:
     std::vector<endpoint> candidates_;
     std::size_t next_candidate_ = 0;
     std::error_code last_connect_error_;
-    std::deque<pending_connection> pending_;
-    sockaddr_storage unformatted_peer_{};  // inbound sockets until host() is first read
+    inet_address unformatted_peer_;  // inbound sockets until host() is first read
+
+    // What only a listener needs, made by listen(): an idle connection stays small.
+    struct listener_state {
+        std::deque<pending_connection> pending;  // taken off the kernel queue, not yet accepted
+        socket_timer backoff;                    // accept paused after EMFILE/ENFILE
+        accept_op flagged_accept;                // the callback accept() flag
+    };
+    std::unique_ptr<listener_state> listener_;
 
     static constexpr std::chrono::milliseconds accept_backoff{100};
 
