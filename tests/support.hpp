@@ -28,6 +28,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -212,22 +213,65 @@ inline tisock::tcp make_listener(tisock::reactor& r, const std::string& host, ti
     return listener;
 }
 
-inline sockaddr_storage make_address(const std::string& host, int port, socklen_t& size) {
-    sockaddr_storage s{};
-    if (host.find(':') != std::string::npos) {
+// Fills `s` with host:port (a numeric IPv4 or IPv6 address); returns the address size,
+// or 0 when `host` is not one. Asserts nothing: usable from a helper thread or a forked
+// child (run_in_netns in the fault suite).
+inline socklen_t fill_address(std::string_view host, int port, sockaddr_storage& s) {
+    s = {};
+    const std::string h(host);
+    if (host.find(':') != std::string_view::npos) {
         auto* a = reinterpret_cast<sockaddr_in6*>(&s);
         a->sin6_family = AF_INET6;
         a->sin6_port = htons(std::uint16_t(port));
-        REQUIRE(::inet_pton(AF_INET6, host.c_str(), &a->sin6_addr) == 1);
-        size = sizeof(sockaddr_in6);
-    } else {
-        auto* a = reinterpret_cast<sockaddr_in*>(&s);
-        a->sin_family = AF_INET;
-        a->sin_port = htons(std::uint16_t(port));
-        REQUIRE(::inet_pton(AF_INET, host.c_str(), &a->sin_addr) == 1);
-        size = sizeof(sockaddr_in);
+        return ::inet_pton(AF_INET6, h.c_str(), &a->sin6_addr) == 1 ? socklen_t(sizeof(sockaddr_in6)) : 0;
     }
+    auto* a = reinterpret_cast<sockaddr_in*>(&s);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(std::uint16_t(port));
+    return ::inet_pton(AF_INET, h.c_str(), &a->sin_addr) == 1 ? socklen_t(sizeof(sockaddr_in)) : 0;
+}
+
+inline sockaddr_storage make_address(const std::string& host, int port, socklen_t& size) {
+    sockaddr_storage s{};
+    size = fill_address(host, port, s);
+    REQUIRE(size != 0);
     return s;
+}
+
+// The local port of a socket (0 when getsockname fails). Asserts nothing.
+inline int port_of(int fd) {
+    sockaddr_storage s{};
+    socklen_t n = sizeof s;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&s), &n) != 0) return 0;
+    return s.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&s)->sin6_port)
+                                   : ntohs(reinterpret_cast<sockaddr_in*>(&s)->sin_port);
+}
+
+// SO_RCVTIMEO: a blocking recv() or accept() on `fd` gives up after `t`.
+inline void set_receive_timeout(int fd, std::chrono::milliseconds t) {
+    timeval tv{};
+    tv.tv_sec = long(t.count() / 1000);
+    tv.tv_usec = long(t.count() % 1000) * 1000;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+// Makes the next close() send a reset (RST) instead of a FIN.
+inline void set_linger_zero(int fd) {
+    linger l{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+}
+
+// Sends all of `data` (blocking; MSG_NOSIGNAL: the test's own peer must not raise SIGPIPE
+// either). False when the connection failed first. Asserts nothing.
+inline bool send_all(int fd, std::string_view data) {
+    std::size_t sent = 0;
+    while (sent < data.size()) {
+        ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        sent += std::size_t(n);
+    }
+    return true;
 }
 
 // A port on `host` that nobody listens on: bound by a throwaway socket, then released
@@ -238,11 +282,10 @@ inline int closed_port(const std::string& host) {
     int fd = ::socket(s.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     REQUIRE(fd >= 0);
     REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&s), size) == 0);
-    socklen_t len = sizeof s;
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&s), &len) == 0);
+    int port = port_of(fd);
     ::close(fd);
-    return s.ss_family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&s)->sin_port)
-                                  : ntohs(reinterpret_cast<sockaddr_in6*>(&s)->sin6_port);
+    REQUIRE(port > 0);
+    return port;
 }
 
 // ---- a raw blocking peer -----------------------------------------------------------------
@@ -252,7 +295,7 @@ inline int closed_port(const std::string& host) {
 class raw_peer {
 public:
     raw_peer() = default;
-    explicit raw_peer(int fd) : fd_(fd) { set_receive_timeout(5000ms); }
+    explicit raw_peer(int fd) : fd_(fd) { tisock_test::set_receive_timeout(fd_, 5000ms); }
     raw_peer(raw_peer&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
     raw_peer& operator=(raw_peer&& o) noexcept {
         std::swap(fd_, o.fd_);
@@ -277,24 +320,9 @@ public:
     int fd() const noexcept { return fd_; }
     bool is_open() const noexcept { return fd_ >= 0; }
 
-    void set_receive_timeout(std::chrono::milliseconds t) {
-        timeval tv{};
-        tv.tv_sec = long(t.count() / 1000);
-        tv.tv_usec = long(t.count() % 1000) * 1000;
-        ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    }
+    void set_receive_timeout(std::chrono::milliseconds t) { tisock_test::set_receive_timeout(fd_, t); }
 
-    // MSG_NOSIGNAL: the test's own peer must not raise SIGPIPE either.
-    bool send_all(std::string_view data) {
-        std::size_t sent = 0;
-        while (sent < data.size()) {
-            ssize_t n = ::send(fd_, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) return false;
-            sent += std::size_t(n);
-        }
-        return true;
-    }
+    bool send_all(std::string_view data) { return tisock_test::send_all(fd_, data); }
 
     // One recv(): the bytes, "" at end of stream; -1 in `status` on error/timeout.
     std::string receive_some(std::size_t max = 65536, int* status = nullptr) {
@@ -338,8 +366,7 @@ public:
 
     // Closes with SO_LINGER 0: the other side sees a reset.
     void reset() {
-        linger l{1, 0};
-        ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+        set_linger_zero(fd_);
         close();
     }
 
@@ -366,10 +393,8 @@ public:
         }
         REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&s), size) == 0);
         REQUIRE(::listen(fd_, backlog) == 0);
-        socklen_t len = sizeof s;
-        REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&s), &len) == 0);
-        port_ = s.ss_family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&s)->sin_port)
-                                       : ntohs(reinterpret_cast<sockaddr_in6*>(&s)->sin6_port);
+        port_ = port_of(fd_);
+        REQUIRE(port_ > 0);
     }
     raw_listener(const raw_listener&) = delete;
     raw_listener& operator=(const raw_listener&) = delete;
@@ -381,10 +406,7 @@ public:
     // Blocking accept bounded by `limit` (SO_RCVTIMEO); an empty peer on timeout. Touches
     // no doctest state, so a helper thread may call it.
     raw_peer accept(std::chrono::milliseconds limit = 5000ms) {
-        timeval tv{};
-        tv.tv_sec = long(limit.count() / 1000);
-        tv.tv_usec = long(limit.count() % 1000) * 1000;
-        ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        set_receive_timeout(fd_, limit);
         int fd = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
         if (fd < 0) return raw_peer();
         return raw_peer(fd);

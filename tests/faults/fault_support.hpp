@@ -1,17 +1,15 @@
-// Helpers of the fault suite (tests/faults/): descriptor counting, running the reactor for
-// a bounded time, raw loopback peers made with plain system calls (the library is never
-// its own peer when a fault is injected on the other side), the fault-hook switch, CPU
-// time, and running a body inside a private network namespace.
+// Helpers of the fault suite (tests/faults/), on top of the socket tests' helpers
+// (tests/support.hpp: descriptor counting, addresses, stopwatch, send_all, ...): running
+// the reactor for a bounded time, raw loopback peers made with plain system calls (the
+// library is never its own peer when a fault is injected on the other side), the
+// fault-hook switch, CPU time, and running a body inside a private network namespace.
 //
 // Compiled with -DTISOCK_FAULT_INJECTION (tests/meson.build), so detail::sys::fault_hook
 // exists.
 #pragma once
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <net/if.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -19,7 +17,6 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -34,35 +31,33 @@
 
 #include <tisock/tisock.hpp>
 
+#include "../support.hpp"
+
 namespace fault_test {
 
 using namespace std::chrono_literals;
-using test_clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+// The shared helpers the fault tests use (named one by one: run_until and raw_listener
+// mean something else here, see below).
+using tisock_test::bytes_of;
+using tisock_test::closed_port;
+using tisock_test::open_descriptor_count;
+using tisock_test::port_of;
+using tisock_test::send_all;
+using tisock_test::set_linger_zero;
+using tisock_test::stopwatch;
+using tisock_test::test_clock;
 
 // ---- descriptors and CPU time --------------------------------------------------------------
 
-// Open descriptors of this process (the directory stream's own descriptor is counted in
-// every call alike, so differences are exact).
-inline int open_fds() {
-    DIR* dir = ::opendir("/proc/self/fd");
-    if (dir == nullptr) return -1;
-    int n = 0;
-    while (dirent* e = ::readdir(dir)) {
-        if (e->d_name[0] != '.') ++n;
-    }
-    ::closedir(dir);
-    return n;
-}
-
 // The count once it has settled back to `expected`, or the last count after `limit`: the
 // resolver thread may hold a descriptor for a moment while getaddrinfo reads /etc/hosts.
-inline int open_fds_settled(int expected, milliseconds limit = 2s) {
+inline int open_descriptors_settled(int expected, milliseconds limit = 2s) {
     auto end = test_clock::now() + limit;
-    int n = open_fds();
+    int n = open_descriptor_count();
     while (n != expected && test_clock::now() < end) {
         std::this_thread::sleep_for(5ms);
-        n = open_fds();
+        n = open_descriptor_count();
     }
     return n;
 }
@@ -74,10 +69,6 @@ inline double cpu_seconds() {
     return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
-inline milliseconds since(test_clock::time_point t) {
-    return std::chrono::duration_cast<milliseconds>(test_clock::now() - t);
-}
-
 // ---- running the reactor ---------------------------------------------------------------------
 
 inline tisock::task<void> sleep_task(tisock::reactor& r, std::chrono::nanoseconds d) { co_await r.sleep_for(d); }
@@ -87,6 +78,9 @@ inline tisock::task<void> sleep_task(tisock::reactor& r, std::chrono::nanosecond
 inline void pump(tisock::reactor& r, milliseconds d) { tisock::sync_wait(r, sleep_task(r, d)); }
 
 // Runs `r` until `done()` holds; false if it still does not after `limit` (a hang).
+// Unlike tisock_test::run_until, done() is checked after every poll() (not after up to
+// 10 ms of handlers), and an idle reactor keeps running (pump) instead of being left
+// while the test sleeps.
 template <class Pred>
 bool run_until(tisock::reactor& r, Pred done, milliseconds limit = 5s) {
     auto end = test_clock::now() + limit;
@@ -122,57 +116,23 @@ private:
     int fd_ = -1;
 };
 
-inline int family_of(std::string_view host) { return host.find(':') != std::string_view::npos ? AF_INET6 : AF_INET; }
-
-inline socklen_t make_addr(std::string_view host, int port, sockaddr_storage& s) {
-    s = {};
-    std::string h(host);
-    if (family_of(host) == AF_INET6) {
-        auto* a = reinterpret_cast<sockaddr_in6*>(&s);
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons(std::uint16_t(port));
-        ::inet_pton(AF_INET6, h.c_str(), &a->sin6_addr);
-        return sizeof(sockaddr_in6);
-    }
-    auto* a = reinterpret_cast<sockaddr_in*>(&s);
-    a->sin_family = AF_INET;
-    a->sin_port = htons(std::uint16_t(port));
-    ::inet_pton(AF_INET, h.c_str(), &a->sin_addr);
-    return sizeof(sockaddr_in);
-}
-
-inline int port_of(int fd) {
-    sockaddr_storage s{};
-    socklen_t n = sizeof s;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&s), &n);
-    if (s.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&s)->sin6_port);
-    return ntohs(reinterpret_cast<sockaddr_in*>(&s)->sin_port);
-}
-
 // A listening socket on host:0 (or `port`) with the given kernel backlog.
 inline raw_fd raw_listener(std::string_view host, int backlog, int& port_out, int port = 0) {
-    raw_fd fd(::socket(family_of(host), SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_storage s;
+    socklen_t n = tisock_test::fill_address(host, port, s);
+    raw_fd fd(::socket(s.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_storage s;
-    socklen_t n = make_addr(host, port, s);
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&s), n) != 0 || ::listen(fd.get(), backlog) != 0) return {};
     port_out = port_of(fd.get());
     return fd;
 }
 
-// A port on `host` that nothing listens on (bound, read, released: good enough on loopback).
-inline int unused_port(std::string_view host) {
-    int port = 0;
-    raw_fd l = raw_listener(host, 1, port);
-    return port;
-}
-
 // Connects a socket; `nonblocking` returns at once (the handshake goes on in the kernel).
 inline raw_fd raw_connect(std::string_view host, int port, bool nonblocking = false) {
-    raw_fd fd(::socket(family_of(host), SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0));
     sockaddr_storage s;
-    socklen_t n = make_addr(host, port, s);
+    socklen_t n = tisock_test::fill_address(host, port, s);
+    raw_fd fd(::socket(s.ss_family, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0));
     if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&s), n) != 0 && errno != EINPROGRESS) return {};
     return fd;
 }
@@ -185,22 +145,6 @@ inline bool wait_fd(int fd, short events, milliseconds limit) {
 inline raw_fd raw_accept(int listener, milliseconds limit = 2s) {
     if (!wait_fd(listener, POLLIN, limit)) return {};
     return raw_fd(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
-}
-
-// Makes the next close() send a reset (RST) instead of a FIN.
-inline void set_linger_zero(int fd) {
-    linger l{};
-    l.l_onoff = 1;
-    l.l_linger = 0;
-    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-}
-
-inline void raw_send_all(int fd, std::string_view text) {
-    while (!text.empty()) {
-        ssize_t n = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL);
-        if (n <= 0) return;
-        text.remove_prefix(std::size_t(n));
-    }
 }
 
 // Reads until end of stream, an error, or `limit`; returns what arrived.
@@ -220,17 +164,6 @@ inline std::string raw_read_to_eof(int fd, milliseconds limit = 10s, int* error 
         break;
     }
     return out;
-}
-
-inline std::span<const std::byte> as_bytes(std::string_view s) {
-    return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
-}
-
-// FNV-1a: enough to tell two byte streams apart.
-inline std::uint64_t checksum(std::string_view s) {
-    std::uint64_t h = 1469598103934665603ull;
-    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-    return h;
 }
 
 // ---- the fault hook ---------------------------------------------------------------------------

@@ -54,7 +54,7 @@ std::string read_once(reactor& r, const tcp& s) {
 }  // namespace
 
 TEST_CASE("B6 listen on a port in use: system_error EADDRINUSE, state error, no error callback") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         int port = 0;
@@ -80,11 +80,11 @@ TEST_CASE("B6 listen on a port in use: system_error EADDRINUSE, state error, no 
         CHECK(other.socket.state() == state::listening);
         other.socket.close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("B7 bind errors: an address not on this host, wildcards refused") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         tcp s(r, {.host = "192.0.2.1", .port = 0});
@@ -111,11 +111,11 @@ TEST_CASE("B7 bind errors: an address not on this host, wildcards refused") {
             CHECK(w.state() == state::initialized);
         }
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("B10/B12 port 0 picks a port; accepted descriptors are O_NONBLOCK and FD_CLOEXEC") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         listener_fixture l(r);
@@ -135,11 +135,11 @@ TEST_CASE("B10/B12 port 0 picks a port; accepted descriptors are O_NONBLOCK and 
         for (tcp& t : l.inbound) t.close();
         l.socket.close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("B9 listen_queue_size 2 with 5 clients: 2 pending survive with their data, 3 are reset") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         listener_fixture l(r, 2);
@@ -147,7 +147,7 @@ TEST_CASE("B9 listen_queue_size 2 with 5 clients: 2 pending survive with their d
         for (int i = 0; i < 5; ++i) {
             clients.push_back(raw_connect("127.0.0.1", l.port()));
             REQUIRE(clients.back());
-            raw_send_all(clients.back().get(), "client " + std::to_string(i));
+            send_all(clients.back().get(), "client " + std::to_string(i));
         }
         pump(r, 200ms);  // the listener drains the kernel queue while the reactor runs
 
@@ -186,11 +186,11 @@ TEST_CASE("B9 listen_queue_size 2 with 5 clients: 2 pending survive with their d
         for (tcp& t : l.inbound) t.close();
         l.socket.close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("B1 EMFILE during accept: no spin, the listener stays listening, accepts once descriptors free up") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         listener_fixture l(r);
@@ -216,7 +216,7 @@ TEST_CASE("B1 EMFILE during accept: no spin, the listener stays listening, accep
         for (int fd; (fd = ::dup(devnull.get())) >= 0;) filler.push_back(fd);
         int fill_errno = errno;
         sockaddr_storage addr;
-        socklen_t n = make_addr("127.0.0.1", l.port(), addr);
+        socklen_t n = tisock_test::fill_address("127.0.0.1", l.port(), addr);
         int connect_rc = ::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), n);
         double cpu0 = cpu_seconds();
         pump(r, 1000ms);
@@ -232,23 +232,23 @@ TEST_CASE("B1 EMFILE during accept: no spin, the listener stays listening, accep
         CHECK(cpu < 0.3);        // not spinning on a level of readiness it cannot consume
         CHECK(during == state::listening);
         CHECK(accepted_during == 0);
-        auto t0 = test_clock::now();
+        stopwatch t0;
         REQUIRE(run_until(r, [&] { return l.accepted == 1; }, 3s));
-        CHECK(since(t0) < 1500ms);
+        CHECK(t0.elapsed() < 1500ms);
         CHECK(l.errors == 0);
         CHECK(l.socket.state() == state::listening);
-        raw_send_all(client.get(), "late");
+        send_all(client.get(), "late");
         CHECK(read_once(r, l.inbound.at(0)) == "late");
         for (tcp& t : l.inbound) t.close();
         l.socket.close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("B1/B2 accept errors injected through the fault hook: the listener survives and accepts the next") {
     for (int injected : {EMFILE, ENFILE, ENOBUFS, ECONNABORTED, ECONNRESET, EPROTO, EPERM, EINTR}) {
         CAPTURE(injected);
-        int fds = open_fds();
+        int fds = open_descriptor_count();
         {
             reactor r;
             listener_fixture l(r);
@@ -272,12 +272,12 @@ TEST_CASE("B1/B2 accept errors injected through the fault hook: the listener sur
             for (tcp& t : l.inbound) t.close();
             if (l.socket.state() == state::listening) l.socket.close();
         }
-        CHECK(open_fds() == fds);
+        CHECK(open_descriptor_count() == fds);
     }
 }
 
 TEST_CASE("B3 close the listener while an accept is pending: operation_canceled, no callback afterwards") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         SUBCASE("coroutine") {
@@ -317,11 +317,11 @@ TEST_CASE("B3 close the listener while an accept is pending: operation_canceled,
             CHECK(l.errors == 0);
         }
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("2,000 connect/accept/close cycles leave the descriptor count unchanged") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         listener_fixture l(r);
@@ -352,5 +352,5 @@ TEST_CASE("2,000 connect/accept/close cycles leave the descriptor count unchange
         CHECK(l.errors == 0);
         l.socket.close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }

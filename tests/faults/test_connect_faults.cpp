@@ -84,17 +84,17 @@ tisock::task<void> close_after(reactor& r, tcp s, milliseconds d) {
 TEST_CASE("A1 connection refused on 127.0.0.1 and ::1 is reported from the reactor, never inside connect()") {
     for (const char* host : {"127.0.0.1", "::1"}) {
         CAPTURE(host);
-        int fds = open_fds();
+        int fds = open_descriptor_count();
         {
             reactor r;
             counts c;
-            tcp s(r, c.options(host, unused_port(host)));
-            auto t0 = test_clock::now();
+            tcp s(r, c.options(host, closed_port(host)));
+            stopwatch t0;
             c.connect(s);
             CHECK(c.errors == 0);
             REQUIRE(run_until(r, [&] { return c.errors > 0; }, 5s));
             pump(r, 20ms);  // nothing more may arrive
-            CHECK(since(t0) < 1000ms);  // refused fast, not by a timer
+            CHECK(t0.elapsed() < 1000ms);  // refused fast, not by a timer
             CHECK(c.errors == 1);
             CHECK(c.connected == 0);
             CHECK_FALSE(c.ran_inside_call);
@@ -115,24 +115,24 @@ TEST_CASE("A1 connection refused on 127.0.0.1 and ::1 is reported from the react
             CHECK(c.errors == 2);  // the error observer runs for the coroutine style too
             CHECK(s.state() == state::error);
         }
-        CHECK(open_fds() == fds);
+        CHECK(open_descriptor_count() == fds);
     }
 }
 
 TEST_CASE("A3 connect timeout against a blackhole (full accept queue): timed_out after the timeout") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         blackhole hole;
         REQUIRE(hole.listener);
         reactor r;
         counts c;
         tcp s(r, c.options("127.0.0.1", hole.port, 200ms));
-        auto t0 = test_clock::now();
+        stopwatch t0;
         c.connect(s);
         CHECK(s.is_connecting());
         CHECK(s.state() == state::initialized);
         REQUIRE(run_until(r, [&] { return c.errors > 0; }, 5s));
-        auto elapsed = since(t0);
+        auto elapsed = t0.elapsed();
         pump(r, 20ms);
         CHECK(elapsed >= 200ms);
         CHECK(elapsed < 2000ms);
@@ -143,11 +143,11 @@ TEST_CASE("A3 connect timeout against a blackhole (full accept queue): timed_out
         CHECK(s.native_handle() == -1);
         CHECK_FALSE(s.is_connecting());
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("A4 connect without timeout to a blackhole stays pending until close(): operation_canceled") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         blackhole hole;
         reactor r;
@@ -157,9 +157,9 @@ TEST_CASE("A4 connect without timeout to a blackhole stays pending until close()
         int completions = 0;
         tisock::spawn(r, connect_expecting(s, ec, completions));
         tisock::spawn(r, close_after(r, s, 300ms));
-        auto t0 = test_clock::now();
+        stopwatch t0;
         REQUIRE(run_until(r, [&] { return completions > 0; }, 5s));
-        CHECK(since(t0) >= 300ms);  // nothing ended it before close()
+        CHECK(t0.elapsed() >= 300ms);  // nothing ended it before close()
         pump(r, 20ms);
         CHECK(completions == 1);
         CHECK(ec == std::errc::operation_canceled);
@@ -168,11 +168,11 @@ TEST_CASE("A4 connect without timeout to a blackhole stays pending until close()
         CHECK(s.state() == state::closed);
         CHECK(s.native_handle() == -1);
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("A5 close while connecting: no callback at all, state closed, descriptor closed") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         blackhole hole;
         int live_port = 0;
@@ -193,7 +193,7 @@ TEST_CASE("A5 close while connecting: no callback at all, state closed, descript
         }
         SUBCASE("refused, closed inside the same turn (the failure is already known)") {
             counts c;
-            tcp s(r, c.options("127.0.0.1", unused_port("127.0.0.1")));
+            tcp s(r, c.options("127.0.0.1", closed_port("127.0.0.1")));
             c.connect(s);
             if (s.is_connecting()) {
                 s.close();
@@ -232,11 +232,11 @@ TEST_CASE("A5 close while connecting: no callback at all, state closed, descript
             CHECK(c.connected == 0);
         }
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("A6 network unreachable inside a private namespace: ENETUNREACH, asynchronously") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     netns_outcome o = run_in_netns([]() -> std::string {
         reactor r;
         counts c;
@@ -256,11 +256,11 @@ TEST_CASE("A6 network unreachable inside a private namespace: ENETUNREACH, async
     } else {
         CHECK_MESSAGE(o.failure.empty(), o.failure);
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("A9 a second connect while one is pending, or on a connected socket, throws state_error") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         blackhole hole;
         reactor r;
@@ -298,11 +298,11 @@ TEST_CASE("A9 a second connect while one is pending, or on a connected socket, t
         CHECK(c.errors + c.connected + c2.errors == 0);
         CHECK(c2.connected == 1);
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("A12 reconnect after close and after error: fresh descriptor, no event from the old life") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         int port1 = 0, port2 = 0;
@@ -314,7 +314,7 @@ TEST_CASE("A12 reconnect after close and after error: fresh descriptor, no event
         REQUIRE(run_until(r, [&] { return c.connected == 1; }));
         raw_fd peer1 = raw_accept(l1.get());
         REQUIRE(peer1);
-        raw_send_all(peer1.get(), "from the first life");
+        send_all(peer1.get(), "from the first life");
         s.close();
         peer1.reset();  // the old peer goes away: its FIN must not reach the new connection
 
@@ -323,7 +323,7 @@ TEST_CASE("A12 reconnect after close and after error: fresh descriptor, no event
         REQUIRE(run_until(r, [&] { return c.connected == 2; }));
         raw_fd peer2 = raw_accept(l2.get());
         REQUIRE(peer2);
-        raw_send_all(peer2.get(), "second");
+        send_all(peer2.get(), "second");
         tisock::buffer in(64);
         std::string got;
         int reads = 0;
@@ -337,7 +337,7 @@ TEST_CASE("A12 reconnect after close and after error: fresh descriptor, no event
 
         // After an error: refused, then reconnect to a live listener.
         s.close();
-        s.set_port(unused_port("127.0.0.1"));
+        s.set_port(closed_port("127.0.0.1"));
         c.connect(s);
         REQUIRE(run_until(r, [&] { return c.errors == 1; }));
         CHECK(s.state() == state::error);
@@ -350,11 +350,11 @@ TEST_CASE("A12 reconnect after close and after error: fresh descriptor, no event
         CHECK(c.connected == 3);
         s.close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("A13 ephemeral port exhaustion in a namespace: EADDRNOTAVAIL as an error, no spin") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     netns_outcome o = run_in_netns([]() -> std::string {
         {
             std::ofstream range("/proc/sys/net/ipv4/ip_local_port_range");
@@ -393,7 +393,7 @@ TEST_CASE("A13 ephemeral port exhaustion in a namespace: EADDRNOTAVAIL as an err
     } else {
         CHECK_MESSAGE(o.failure.empty(), o.failure);
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("F1/F2 invalid ports and hosts throw invalid_argument naming them, before any resolution") {
@@ -454,7 +454,7 @@ TEST_CASE("F1/F2 invalid ports and hosts throw invalid_argument naming them, bef
 }
 
 TEST_CASE("F5 close, or drop the last handle, while a hostname lookup is in flight: no callback afterwards") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         int port = 0;
@@ -488,5 +488,5 @@ TEST_CASE("F5 close, or drop the last handle, while a hostname lookup is in flig
         CHECK(c.errors == 0);
         CHECK(dropped.connected + dropped.errors == 1);  // it went on, and ended once
     }
-    CHECK(open_fds_settled(fds) == fds);
+    CHECK(open_descriptors_settled(fds) == fds);
 }

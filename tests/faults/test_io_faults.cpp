@@ -143,7 +143,7 @@ tisock::task<void> read_expecting(tcp s, std::span<std::byte> into, std::error_c
 
 TEST_CASE("C2 peer reset during a pending read: ECONNRESET, state error, error callback once, descriptor closed") {
     REQUIRE(sigpipe_is_default());
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         SUBCASE("no data before the reset") {
@@ -170,7 +170,7 @@ TEST_CASE("C2 peer reset during a pending read: ECONNRESET, state error, error c
             reads rd;
             rd.start(c.s(), true);
             pump(r, 20ms);
-            raw_send_all(c.peer.get(), "last words");
+            send_all(c.peer.get(), "last words");
             set_linger_zero(c.peer.get());
             c.peer.reset();
             REQUIRE(run_until(r, [&] { return c.errors == 1; }));
@@ -199,12 +199,12 @@ TEST_CASE("C2 peer reset during a pending read: ECONNRESET, state error, error c
             CHECK(c.s().state() == state::error);
         }
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("D1/D2 the peer goes away while we write: no SIGPIPE, EPIPE/ECONNRESET, state error") {
     REQUIRE(sigpipe_is_default());
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         SUBCASE("peer closes with our data unread while a large write is in progress") {
@@ -251,23 +251,23 @@ TEST_CASE("D1/D2 the peer goes away while we write: no SIGPIPE, EPIPE/ECONNRESET
         }
     }
     CHECK(sigpipe_is_default());
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("H2 write timeout against a peer that never reads: timed_out after the timeout, state error") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         connection c(r, 200ms);
         int writes = 0;
         std::error_code wec;
-        auto t0 = test_clock::now();
+        stopwatch t0;
         c.s().write(tisock::buffer(64u << 20), [&](const io_event& e) {
             ++writes;
             wec = e.code;
         });
         REQUIRE(run_until(r, [&] { return writes == 1; }, 5s));
-        auto elapsed = since(t0);
+        auto elapsed = t0.elapsed();
         pump(r, 20ms);
         CHECK(elapsed >= 200ms);
         CHECK(elapsed < 2000ms);
@@ -276,15 +276,15 @@ TEST_CASE("H2 write timeout against a peer that never reads: timed_out after the
         CHECK(c.code == std::errc::timed_out);
         CHECK(c.s().state() == state::error);
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("C1 orderly FIN: end of stream, not an error; the socket stays connected") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         connection c(r);
-        raw_send_all(c.peer.get(), "bye");
+        send_all(c.peer.get(), "bye");
         ::shutdown(c.peer.get(), SHUT_WR);
         reads rd;
         rd.start(c.s(), true);
@@ -310,11 +310,11 @@ TEST_CASE("C1 orderly FIN: end of stream, not an error; the socket stays connect
         CHECK(c.errors == 0);
         c.s().close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("C3 peer closes with our data unread: ECONNRESET on the pending read") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         connection c(r);
@@ -331,19 +331,19 @@ TEST_CASE("C3 peer closes with our data unread: ECONNRESET on the pending read")
         CHECK(c.errors == 1);
         CHECK(c.s().state() == state::error);
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("C7 data arriving while nobody reads does not make the loop spin") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         connection c(r);
-        raw_send_all(c.peer.get(), "unexpected");
+        send_all(c.peer.get(), "unexpected");
         double cpu0 = cpu_seconds();
         tisock::spawn(r, sleep_task(r, 100ms));
         std::size_t handlers = r.run_for(300ms);  // the sleeper's start and end, nothing else
-        raw_send_all(c.peer.get(), " more");
+        send_all(c.peer.get(), " more");
         tisock::spawn(r, sleep_task(r, 100ms));
         handlers += r.run_for(300ms);
         double cpu = cpu_seconds() - cpu0;
@@ -355,11 +355,11 @@ TEST_CASE("C7 data arriving while nobody reads does not make the loop spin") {
         CHECK(rd.data == "unexpected more");
         c.s().close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("C9 an out-of-band byte does not wedge the loop") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         connection c(r);
@@ -367,7 +367,7 @@ TEST_CASE("C9 an out-of-band byte does not wedge the loop") {
         rd.start(c.s(), true);
         pump(r, 10ms);
         REQUIRE(::send(c.peer.get(), "!", 1, MSG_OOB) == 1);
-        raw_send_all(c.peer.get(), "normal data");
+        send_all(c.peer.get(), "normal data");
         double cpu0 = cpu_seconds();
         REQUIRE(run_until(r, [&] { return rd.data.find("normal data") != std::string::npos; }));
         pump(r, 100ms);
@@ -377,11 +377,11 @@ TEST_CASE("C9 an out-of-band byte does not wedge the loop") {
         CHECK(c.s().state() == state::connected);
         c.s().close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("C13 a second concurrent read throws state_error; the first one is unaffected") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         connection c(r);
@@ -399,7 +399,7 @@ TEST_CASE("C13 a second concurrent read throws state_error; the first one is una
         };
         tisock::sync_wait(r, second_read(c.s(), buf, threw));
         CHECK(threw);
-        raw_send_all(c.peer.get(), "for the first");
+        send_all(c.peer.get(), "for the first");
         REQUIRE(run_until(r, [&] { return first.calls == 1; }));
         pump(r, 20ms);
         CHECK(first.data == "for the first");
@@ -407,11 +407,11 @@ TEST_CASE("C13 a second concurrent read throws state_error; the first one is una
         CHECK(c.s().state() == state::connected);
         c.s().close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("D4 injected short sends and EAGAIN storms: 1 MiB arrives intact") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         connection c(r);
@@ -460,11 +460,11 @@ TEST_CASE("D4 injected short sends and EAGAIN storms: 1 MiB arrives intact") {
         CHECK(c.errors == 0);
         c.s().close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("D5 10,000 queued writes complete in FIFO order; close() cancels the rest, in order") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         connection c(r);
@@ -516,11 +516,11 @@ TEST_CASE("D5 10,000 queued writes complete in FIFO order; close() cancels the r
         CHECK(received.size() < std::size_t(succeeded + 1) * size);
         CHECK(received == pattern(0, received.size()));
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("D7 write after shutdown() throws state_error") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         connection c(r);
@@ -532,7 +532,7 @@ TEST_CASE("D7 write after shutdown() throws state_error") {
         auto late_write = [](tcp s, bool& out) -> tisock::task<void> {
             static const char text[] = "late";
             try {
-                (void)co_await s.async_write(as_bytes(text));
+                (void)co_await s.async_write(bytes_of(text));
             } catch (const tisock::state_error&) {
                 out = true;
             }
@@ -545,11 +545,11 @@ TEST_CASE("D7 write after shutdown() throws state_error") {
         CHECK(c.s().state() == state::connected);
         c.s().close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("E3 write then shutdown delivers every byte before end of stream") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         connection c(r);
@@ -570,11 +570,11 @@ TEST_CASE("E3 write then shutdown delivers every byte before end of stream") {
         CHECK(c.errors == 0);
         c.s().close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("D8 EAGAIN storm: 64 MiB queued to a peer that does not read; the loop idles, nothing is lost") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         connection c(r);
@@ -602,7 +602,7 @@ TEST_CASE("D8 EAGAIN storm: 64 MiB queued to a peer that does not read; the loop
         CHECK(c.errors == 0);
         c.s().close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("ss -K destroys the connection: ECONNABORTED on the next operation, state error") {
@@ -624,7 +624,7 @@ TEST_CASE("ss -K destroys the connection: ECONNABORTED on the next operation, st
             return;
         }
     }
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         connection c(r);
@@ -647,11 +647,11 @@ TEST_CASE("ss -K destroys the connection: ECONNABORTED on the next operation, st
         CHECK(c.s().state() == state::error);
         CHECK(c.s().native_handle() == -1);
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("A11 EINTR injected on connect, accept, recv and send is retried transparently") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         int interrupted[4] = {};
@@ -679,10 +679,10 @@ TEST_CASE("A11 EINTR injected on connect, accept, recv and send is retried trans
                 fail = "";
                 for (int round = 0; round < 20; ++round) {
                     std::array<std::byte, 64> buf{};
-                    (void)co_await cl.async_write(as_bytes("ping"));
+                    (void)co_await cl.async_write(bytes_of("ping"));
                     std::size_t n = co_await in.async_read(buf);
                     sg.append(reinterpret_cast<const char*>(buf.data()), n);
-                    (void)co_await in.async_write(as_bytes("pong"));
+                    (void)co_await in.async_write(bytes_of("pong"));
                     n = co_await cl.async_read(buf);
                     cg.append(reinterpret_cast<const char*>(buf.data()), n);
                 }
@@ -708,5 +708,5 @@ TEST_CASE("A11 EINTR injected on connect, accept, recv and send is retried trans
         if (client.state() == state::connected) client.close();
         listener.close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }

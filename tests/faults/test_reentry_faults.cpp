@@ -116,7 +116,7 @@ void inside_read(reactor& r, action a) {
         CHECK(e.success);
         c.act(a, e.source);
     });
-    raw_send_all(c.peer.get(), "go");
+    send_all(c.peer.get(), "go");
     REQUIRE(run_until(r, [&] { return c.t.reads == 1; }));
     if (a == action::close) {
         REQUIRE(run_until(r, [&] { return write_done == 1; }));
@@ -177,12 +177,12 @@ TEST_CASE("E6 close or drop the last handle inside connected, read, write and sh
     for (auto body : {inside_connected, inside_read, inside_write, inside_shutdown_done}) {
         for (action a : {action::close, action::drop}) {
             CAPTURE(name_of(a));
-            int fds = open_fds();
+            int fds = open_descriptor_count();
             {
                 reactor r;
                 body(r, a);
             }
-            CHECK(open_fds() == fds);
+            CHECK(open_descriptor_count() == fds);
         }
     }
 }
@@ -190,13 +190,13 @@ TEST_CASE("E6 close or drop the last handle inside connected, read, write and sh
 TEST_CASE("E6 inside the error callback close() throws state_error; dropping the last handle is safe") {
     for (action a : {action::close, action::drop}) {
         CAPTURE(name_of(a));
-        int fds = open_fds();
+        int fds = open_descriptor_count();
         {
             reactor r;
             std::optional<tcp> holder;
             int errors = 0, threw = 0;
             holder.emplace(r, tisock::tcp_options{.host = "127.0.0.1",
-                                                  .port = unused_port("127.0.0.1"),
+                                                  .port = closed_port("127.0.0.1"),
                                                   .error = [&](tcp& s, const std::string&, std::error_code) {
                                                       ++errors;
                                                       if (a == action::close) {
@@ -218,14 +218,14 @@ TEST_CASE("E6 inside the error callback close() throws state_error; dropping the
             CHECK(threw == (a == action::close ? 1 : 0));
             CHECK(holder.has_value() == (a == action::close));
         }
-        CHECK(open_fds() == fds);
+        CHECK(open_descriptor_count() == fds);
     }
 }
 
 TEST_CASE("E6 close or drop the listener, and the inbound socket, inside accepted") {
     for (action a : {action::close, action::drop}) {
         CAPTURE(name_of(a));
-        int fds = open_fds();
+        int fds = open_descriptor_count();
         {
             reactor r;
             std::optional<tcp> listener;
@@ -258,12 +258,12 @@ TEST_CASE("E6 close or drop the listener, and the inbound socket, inside accepte
             raw_fd refused = raw_connect("127.0.0.1", port);
             CHECK_FALSE(refused);  // nothing listens there any more
         }
-        CHECK(open_fds() == fds);
+        CHECK(open_descriptor_count() == fds);
     }
 }
 
 TEST_CASE("C12 closing while another coroutine is suspended in a read: operation_canceled") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         client_fixture c(r);
@@ -284,11 +284,11 @@ TEST_CASE("C12 closing while another coroutine is suspended in a read: operation
         CHECK(c.t.errors == 0);
         c.check_peer_sees_end();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("H3 an exception from a user callback propagates out of run(); the reactor keeps serving") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         client_fixture a(r), b(r);
@@ -298,7 +298,7 @@ TEST_CASE("H3 an exception from a user callback propagates out of run(); the rea
         int b_reads = 0;
         a.holder->read(into_a, [](const io_event&) { throw std::runtime_error("user callback failed"); });
         b.holder->read(into_b, [&](const io_event& e) { b_reads += e.success ? 1 : 100; });
-        raw_send_all(a.peer.get(), "boom");
+        send_all(a.peer.get(), "boom");
         bool thrown = false;
         try {
             r.run_for(1000ms);
@@ -306,7 +306,7 @@ TEST_CASE("H3 an exception from a user callback propagates out of run(); the rea
             thrown = std::string(e.what()) == "user callback failed";
         }
         CHECK(thrown);
-        raw_send_all(b.peer.get(), "fine");
+        send_all(b.peer.get(), "fine");
         REQUIRE(run_until(r, [&] { return b_reads > 0; }));
         CHECK(b_reads == 1);
         CHECK(into_b.to_string().substr(0, 4) == "fine");
@@ -314,7 +314,7 @@ TEST_CASE("H3 an exception from a user callback propagates out of run(); the rea
         CHECK(a.holder->state() == state::connected);
         int a_reads = 0;
         a.holder->read(into_a, [&](const io_event& e) { a_reads += e.success ? 1 : 100; });
-        raw_send_all(a.peer.get(), "again");
+        send_all(a.peer.get(), "again");
         REQUIRE(run_until(r, [&] { return a_reads > 0; }));
         CHECK(a_reads == 1);
 
@@ -333,11 +333,11 @@ TEST_CASE("H3 an exception from a user callback propagates out of run(); the rea
         b.holder->close();
         c.holder->close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("G2 writes racing close(): 2,000 connections x 50 writes, each completes exactly once") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         int port = 0;
@@ -406,11 +406,11 @@ TEST_CASE("G2 writes racing close(): 2,000 connections x 50 writes, each complet
         CHECK(canceled_total > 0);  // the race really happened both ways
         MESSAGE("G2 writes: " << succeeded_total << " completed, " << canceled_total << " canceled by close()");
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
 
 TEST_CASE("G2 a read deadline racing its data: every read completes exactly once, no byte lost") {
-    int fds = open_fds();
+    int fds = open_descriptor_count();
     {
         reactor r;
         client_fixture c(r);
@@ -472,5 +472,5 @@ TEST_CASE("G2 a read deadline racing its data: every read completes exactly once
         MESSAGE("G2 reads: " << st.with_data << " got data, " << st.timeouts << " timed out");
         c.holder->close();
     }
-    CHECK(open_fds() == fds);
+    CHECK(open_descriptor_count() == fds);
 }
