@@ -370,6 +370,21 @@ task<std::size_t> async_write_stream(In& input, Out& output, std::size_t max_chu
 }  // namespace stream
 
 namespace detail {
+// The callback forms check their preconditions at the call: inside the spawned runner a
+// state_error would escape the task and call std::terminate.
+inline void require_socket_input(const tcp& source, const char* where) {
+    require_stream(source.is_readable(), where, "readable");
+    if (tcp_access::read_pending(source)) throw state_error(std::string(where) + ": a read is already pending on the socket");
+}
+template <class S>
+void require_input(S& input, const char* where) {
+    if constexpr (std::same_as<std::remove_cv_t<S>, tcp>) {
+        require_socket_input(input, where);
+    } else {
+        require_stream(input.is_readable(), where, "readable");
+    }
+}
+
 // Runs a coroutine form for a callback form: on the socket's reactor, from the run loop, and
 // reports its result or failure as an io_event.
 template <class Body>
@@ -380,6 +395,10 @@ void run_for_callback(const tcp& socket, Body body, io_callback done) {
             e.bytes_processed = co_await b();
         } catch (const std::system_error& ex) {
             e = io_event{s, -1, false, ex.code(), ex.code().message()};
+        } catch (const state_error& ex) {
+            // A misuse that the check at the call could not see yet (two readers started in
+            // the same turn): reported, never std::terminate from a spawned task.
+            e = io_event{s, -1, false, std::make_error_code(std::errc::operation_not_permitted), ex.what()};
         }
         if (cb) cb(e);
     };
@@ -402,9 +421,7 @@ inline void write(const tcp& dest, buffer data, std::size_t offset, std::size_t 
 
 // Ti.Stream.readAll (callback form): done(io_event) once, with the total in bytes_processed.
 inline void read_all(const tcp& source, buffer& into, io_callback done) {
-    // Preconditions are checked here, at the call: inside the spawned runner a state_error
-    // would escape the task and call std::terminate.
-    detail::require_stream(source.is_readable(), "stream::read_all", "readable");
+    detail::require_socket_input(source, "stream::read_all");
     detail::run_for_callback(
         source, [source, &into]() -> task<std::int64_t> { co_return std::int64_t(co_await async_read_all(source, into)); },
         std::move(done));
@@ -415,9 +432,17 @@ template <class Handler>
     requires std::invocable<Handler&, const pump_event<tcp>&>
 void pump(const tcp& source, Handler handler, std::size_t max_chunk_size) {
     detail::require_chunk_size(max_chunk_size, "stream::pump");
-    detail::require_stream(source.is_readable(), "stream::pump", "readable");  // see read_all
+    detail::require_socket_input(source, "stream::pump");
     spawn(source.get_reactor(), [](tcp s, Handler h, std::size_t n) -> task<void> {
-        co_await async_pump(std::move(s), std::move(h), n);
+        std::string misuse;
+        try {
+            co_await async_pump(s, std::ref(h), n);
+            co_return;
+        } catch (const state_error& ex) {  // see detail::run_for_callback
+            misuse = ex.what();
+        }
+        buffer empty;
+        h(pump_event<tcp>{s, empty, -1, 0, false, std::make_error_code(std::errc::operation_not_permitted), misuse});
     }(source, std::move(handler), max_chunk_size));
 }
 
@@ -427,7 +452,7 @@ template <input_stream In, output_stream Out>
     requires(std::same_as<std::remove_cv_t<In>, tcp> || std::same_as<std::remove_cv_t<Out>, tcp>)
 void write_stream(In& input, Out& output, std::size_t max_chunk_size, io_callback done) {
     detail::require_chunk_size(max_chunk_size, "stream::write_stream");
-    detail::require_stream(input.is_readable(), "stream::write_stream", "readable");  // see read_all
+    detail::require_input(input, "stream::write_stream");
     detail::require_stream(output.is_writable(), "stream::write_stream", "writable");
     const tcp& socket = [&]() -> const tcp& {
         if constexpr (std::same_as<std::remove_cv_t<In>, tcp>) {

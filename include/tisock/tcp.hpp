@@ -32,6 +32,11 @@ using io_callback = std::function<void(const io_event&)>;
 
 namespace detail {
 
+// What the rest of the library may ask a handle that users cannot.
+struct tcp_access {
+    static bool read_pending(const tcp& s) noexcept;
+};
+
 // The coroutine face of an operation: it lives in the awaiting coroutine's frame, so
 // starting and completing it allocates nothing.
 template <class Op>
@@ -192,6 +197,7 @@ public:
 private:
     explicit tcp(detail::socket_ref impl) noexcept : impl_(std::move(impl)) {}
     friend class detail::socket_impl;
+    friend struct detail::tcp_access;
 
     detail::socket_ref impl_;
 };
@@ -253,6 +259,8 @@ inline io_event make_io_event(const socket_op& op, tcp source, bool end_of_strea
     }
     return e;
 }
+
+inline bool tcp_access::read_pending(const tcp& s) noexcept { return s.impl_->read_pending(); }
 
 inline void socket_impl::notify_connected() {
     if (!options_.connected) return;
