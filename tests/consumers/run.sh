@@ -129,15 +129,12 @@ consumer_cmake() {
     step cmake "$log" "$b/echo"
 }
 
-# The README's meson and cmake snippets must be the consumers' build files (README.md once
-# the section is merged there, else tests/consumers/README-snippet.md).
+# The README's meson and cmake snippets must be the consumers' build files.
 check_snippets() {
     python3 - "$root" <<'PY'
 import os, re, sys
 root = sys.argv[1]
-readme = open(root + '/README.md').read() if os.path.exists(root + '/README.md') else ''
-if '## Using tisock in your project' not in readme:
-    readme = open(root + '/tests/consumers/README-snippet.md').read()
+readme = open(root + '/README.md').read()
 section = readme[readme.index('## Using tisock in your project'):]
 blocks = {}
 for lang, body in re.findall(r'```(\w+)\n(.*?)```', section, re.S):
