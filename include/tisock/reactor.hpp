@@ -108,8 +108,11 @@ public:
     // Runs the handlers that are ready now; never blocks.
     std::size_t poll() { return run_until(detail::clock::time_point::min(), false, false); }
 
-    // Thread-safe. run*() return as soon as the handler in progress (if any) returns.
+    // Thread-safe, and async-signal-safe with the epoll backend (an atomic store and a
+    // write() to the wake-up eventfd), so a SIGTERM handler may call it. run*() return as
+    // soon as the handler in progress (if any) returns.
     void stop() noexcept {
+        static_assert(std::atomic<bool>::is_always_lock_free, "stop() must stay async-signal-safe");
         stopped_.store(true, std::memory_order_release);
         backend_.wake();
     }
