@@ -1071,3 +1071,37 @@ TEST_CASE("read_all, pump and write_stream on a socket that is not connected thr
     }
     fds.verify();
 }
+
+TEST_CASE("callback forms refuse a socket with a read pending at the call; a clash inside one turn is reported, not fatal") {
+    reactor r;
+    const int fds_before = open_descriptor_count();
+    {
+        socket_trio t = connect_trio(r, "127.0.0.1");
+        buffer pending(16);
+        int read_calls = 0;
+        t.inbound.read(pending, [&](const io_event&) { ++read_calls; });
+        CHECK_THROWS_AS(tisock::stream::pump(t.inbound, [](const pump_event<tcp>&) {}, 16), tisock::state_error);
+        buffer all;
+        CHECK_THROWS_AS(tisock::stream::read_all(t.inbound, all, [](const io_event&) {}), tisock::state_error);
+
+        // Two pumps started in the same turn: the check at the call cannot see the clash (neither
+        // has started reading yet); the second one is reported through its final event.
+        std::vector<bool> finals;
+        std::string misuse;
+        auto pump_into = [&](const pump_event<tcp>& e) {
+            if (e.bytes_processed != -1) return;
+            finals.push_back(e.success);
+            if (!e.success) misuse = e.error;
+        };
+        tisock::stream::pump(t.client, pump_into, 16);
+        tisock::stream::pump(t.client, pump_into, 16);
+        REQUIRE(run_until(r, [&] { return finals.size() == 1; }));
+        CHECK_FALSE(finals[0]);
+        CHECK(misuse.find("already pending") != std::string::npos);
+
+        t.close_all();  // ends the first pump (canceled) and the pending callback read
+        REQUIRE(run_until(r, [&] { return finals.size() == 2 && read_calls == 1; }));
+        CHECK_FALSE(finals[1]);
+    }
+    REQUIRE(run_until(r, [&] { return open_descriptor_count() == fds_before; }));
+}
