@@ -271,20 +271,22 @@ public:
         if (waiting != nullptr) waiting->status = op_status::pending;
         reactor_->add_work();  // the connect itself, in either style
         if (options_.timeout.count() > 0) reactor_->schedule_timer(&deadline_, clock::now() + options_.timeout);
-        candidates_.clear();
-        next_candidate_ = 0;
-        last_connect_error_ = {};
+        if (!connect_) connect_ = std::make_unique<connect_state>();
+        connect_->candidates.clear();
+        connect_->next_candidate = 0;
+        connect_->last_error = {};
         if (host.numeric) {
-            candidates_.push_back(host.literal);
+            connect_->candidates.push_back(host.literal);
             try_next_candidate(true);
             return;
         }
-        job_ = std::make_shared<resolve_job>();
-        job_->host = options_.host;
-        job_->port = options_.port;
-        job_->target = reactor_;
-        job_->on_done = [this](resolve_job& job) { on_resolved(job); };
-        resolver_thread::submit(job_);
+        auto job = std::make_shared<resolve_job>();
+        job->host = options_.host;
+        job->port = options_.port;
+        job->target = reactor_;
+        job->on_done = [this](resolve_job& done) { on_resolved(done); };
+        connect_->job = job;
+        resolver_thread::submit(std::move(job));
     }
 
     // ---- listen / accept -------------------------------------------------------------------
@@ -585,28 +587,29 @@ private:
     // ---- connect internals -----------------------------------------------------------------
 
     void on_resolved(resolve_job& job) {
-        job_.reset();
+        connect_->job.reset();
         if (job.gai_error != 0) {
-            last_connect_error_ = job.gai_error == EAI_SYSTEM ? errno_code(job.sys_errno)
+            connect_->last_error = job.gai_error == EAI_SYSTEM ? errno_code(job.sys_errno)
                                                               : std::error_code(job.gai_error, resolver_category());
             connect_failed(false);
             return;
         }
-        candidates_ = std::move(job.endpoints);
+        connect_->candidates = std::move(job.endpoints);
         try_next_candidate(false);
     }
 
     // Tries the remaining addresses in order; `inside_call` when run from connect() itself.
     void try_next_candidate(bool inside_call) {
-        while (next_candidate_ < candidates_.size()) {
-            const endpoint& e = candidates_[next_candidate_++];
+        connect_state& c = *connect_;
+        while (c.next_candidate < c.candidates.size()) {
+            const endpoint& e = c.candidates[c.next_candidate++];
             sys::result s = sys::socket(e.family());
             if (!s) {
-                last_connect_error_ = errno_code(s.error);
+                c.last_error = errno_code(s.error);
                 continue;
             }
             if (std::error_code ec = adopt_descriptor(int(s.value))) {
-                last_connect_error_ = ec;
+                c.last_error = ec;
                 continue;
             }
             sys::result r = sys::connect(d_->fd, e.addr(), e.size);
@@ -618,7 +621,7 @@ private:
                 d_->writer = &write_waiter_;
                 return;
             }
-            last_connect_error_ = errno_code(r.error);
+            c.last_error = errno_code(r.error);
             release_descriptor();
         }
         connect_failed(inside_call);
@@ -631,7 +634,7 @@ private:
             connect_succeeded(false);
             return;
         }
-        last_connect_error_ = errno_code(err);
+        connect_->last_error = errno_code(err);
         release_descriptor();
         try_next_candidate(false);
     }
@@ -668,7 +671,7 @@ private:
 
     void connect_failed(bool inside_call) {
         (void)inside_call;  // always reported through the queue
-        std::error_code ec = last_connect_error_ ? last_connect_error_ : std::make_error_code(std::errc::host_unreachable);
+        std::error_code ec = connect_->last_error ? connect_->last_error : std::make_error_code(std::errc::host_unreachable);
         socket_ref keep = end_connecting();
         release_descriptor();
         state_ = state::error;
@@ -730,6 +733,13 @@ private:
             l.pending.push_back(c);
         }
         if (accepting_ != nullptr && !l.pending.empty()) deliver_accept();
+    }
+
+    // A hostname lookup in flight is abandoned: its result will be dropped (resolver.hpp).
+    void cancel_resolution() noexcept {
+        if (!connect_ || !connect_->job) return;
+        connect_->job->cancel();
+        connect_->job.reset();
     }
 
     // Pending connections were never seen by the user: they are refused with a reset.
@@ -923,11 +933,8 @@ private:
 
     void on_deadline() {
         if (connecting_) {
-            last_connect_error_ = std::make_error_code(std::errc::timed_out);
-            if (job_) {
-                job_->cancel();
-                job_.reset();
-            }
+            connect_->last_error = std::make_error_code(std::errc::timed_out);
+            cancel_resolution();
             connect_failed(false);
             return;
         }
@@ -973,10 +980,7 @@ private:
                 complete_later(*std::exchange(connect_waiter_, nullptr));
             }
         }
-        if (job_) {
-            job_->cancel();
-            job_.reset();
-        }
+        cancel_resolution();
         if (reading_ != nullptr) {
             reactor_->cancel_timer(&reading_->timer);
             finish_pending(*std::exchange(reading_, nullptr), ec);
@@ -1010,10 +1014,7 @@ private:
 
     // Handles dropped or reactor gone: free what the socket holds without any callback.
     void release_resources() noexcept {
-        if (job_) {
-            job_->cancel();
-            job_.reset();
-        }
+        cancel_resolution();
         reactor_->cancel_timer(&deadline_);
         cancel_backoff();
         if (connecting_) {
@@ -1071,10 +1072,15 @@ private:
 
     socket_ref connect_keepalive_;            // held while connecting
     socket_ref abandoned_connect_reference_;  // released at the end of abandon_reactor
-    std::shared_ptr<resolve_job> job_;
-    std::vector<endpoint> candidates_;
-    std::size_t next_candidate_ = 0;
-    std::error_code last_connect_error_;
+    // What only an outbound connect needs, made by the first connect(): accepted sockets
+    // never carry it.
+    struct connect_state {
+        std::shared_ptr<resolve_job> job;  // a hostname being resolved
+        std::vector<endpoint> candidates;  // every address, tried in order
+        std::size_t next_candidate = 0;
+        std::error_code last_error;        // reported when every address failed
+    };
+    std::unique_ptr<connect_state> connect_;
     inet_address unformatted_peer_;  // inbound sockets until host() is first read
 
     // What only a listener needs, made by listen(): an idle connection stays small.
