@@ -101,6 +101,15 @@ inline void check_nothing_left(tisock::reactor& r, const descriptor_baseline& fd
     CHECK(fds.leaked() == 0);
 }
 
+// The setup most socket tests share (TEST_CASE_FIXTURE(socket_test, ...)): a 20 s watchdog,
+// a reactor, and the descriptor baseline taken after it (its own descriptors are not
+// counted). The test itself still ends with check_nothing_left(r, fds), while its sockets live.
+struct socket_test {
+    watchdog wd{20s};
+    tisock::reactor r;
+    descriptor_baseline fds;
+};
+
 // ---- coroutines --------------------------------------------------------------------------
 
 // What a spawned test coroutine ended with. Exceptions are caught (an exception escaping a

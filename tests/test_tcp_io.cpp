@@ -62,10 +62,7 @@ std::string read_text(const tisock::buffer& b, std::int64_t n) { return b.clone(
 
 }  // namespace
 
-TEST_CASE("echo with callbacks") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "echo with callbacks") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     socket_trio t = connect_trio(r, host);
@@ -108,10 +105,7 @@ TEST_CASE("echo with callbacks") {
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("echo with co_await") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "echo with co_await") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     tcp listener = make_listener(r, host);
@@ -329,10 +323,7 @@ TEST_CASE("a 16 MiB async_write to a tisock reader that reads slowly") {
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("write then close delivers a small message; its callback succeeds after close()") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "write then close delivers a small message; its callback succeeds after close()") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     raw_listener l(host);
@@ -365,10 +356,7 @@ TEST_CASE("write then close delivers a small message; its callback succeeds afte
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("close() cancels a write whose bytes have not all reached the kernel") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "close() cancels a write whose bytes have not all reached the kernel") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     raw_listener l(host, 16, 4096);
@@ -398,10 +386,7 @@ TEST_CASE("close() cancels a write whose bytes have not all reached the kernel")
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("close() cancels a pending read with operation_canceled and no error callback") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "close() cancels a pending read with operation_canceled and no error callback") {
     TISOCK_LOOPBACK_HOSTS_AND_STYLES(host, coroutine_style);
 
     error_log errors;
@@ -446,10 +431,7 @@ TEST_CASE("close() cancels a pending read with operation_canceled and no error c
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("end of stream: bytes_processed -1 with success, async_read returns 0, the socket stays connected") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "end of stream: bytes_processed -1 with success, async_read returns 0, the socket stays connected") {
     TISOCK_LOOPBACK_HOSTS_AND_STYLES(host, coroutine_style);
 
     error_log errors;
@@ -515,10 +497,7 @@ TEST_CASE("end of stream: bytes_processed -1 with success, async_read returns 0,
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("async_read with a deadline throws timed_out; the socket stays connected and usable") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "async_read with a deadline throws timed_out; the socket stays connected and usable") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     error_log errors;
@@ -561,10 +540,7 @@ TEST_CASE("async_read with a deadline throws timed_out; the socket stays connect
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("read(buffer, offset, length) writes exactly at offset") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "read(buffer, offset, length) writes exactly at offset") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     socket_trio t = connect_trio(r, host);
@@ -585,10 +561,7 @@ TEST_CASE("read(buffer, offset, length) writes exactly at offset") {
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("write(buffer, offset, length) sends exactly that slice") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "write(buffer, offset, length) sends exactly that slice") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     raw_listener l(host);
@@ -612,10 +585,7 @@ TEST_CASE("write(buffer, offset, length) sends exactly that slice") {
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("bad offsets and lengths throw std::out_of_range and start nothing") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "bad offsets and lengths throw std::out_of_range and start nothing") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     socket_trio t = connect_trio(r, host);
@@ -779,10 +749,7 @@ TEST_CASE("a write to a peer that never reads fails with timed_out after the tim
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("writing to a peer that has gone away fails without SIGPIPE") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "writing to a peer that has gone away fails without SIGPIPE") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     raw_listener l(host);

@@ -46,6 +46,19 @@ tisock::task<void> accept_into(tcp listener, std::optional<tcp>& out) { out = co
 
 tisock::task<void> read_into(tcp s, std::span<std::byte> into, std::size_t& n) { n = co_await s.async_read(into); }
 
+// A listener on 127.0.0.1 and a client of it whose connect a test closes while in flight;
+// the client's connected and error callbacks are counted.
+struct closing_in_flight_test : socket_test {
+    tcp listener = make_listener(r, "127.0.0.1");
+    error_log errors;
+    int connected_calls = 0;
+
+    tcp client_of_listener(const char* host) {
+        return tcp(r, {.host = host, .port = listener.port(), .connected = [this](tcp&) { ++connected_calls; },
+                       .error = errors.callback()});
+    }
+};
+
 }  // namespace
 
 TEST_CASE("to_string names every state") {
@@ -56,10 +69,7 @@ TEST_CASE("to_string names every state") {
     CHECK(tisock::to_string(state::error) == "error");
 }
 
-TEST_CASE("a new socket is initialized and refuses what needs another state, unchanged") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "a new socket is initialized and refuses what needs another state, unchanged") {
     error_log errors;
     int callbacks = 0;
     tcp s(r, {.host = "127.0.0.1", .port = 4747, .timeout = 150ms, .listen_queue_size = 7,
@@ -111,10 +121,7 @@ TEST_CASE("a new socket is initialized and refuses what needs another state, unc
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("host, port and timeout can be set when initialized, closed or error, not otherwise") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "host, port and timeout can be set when initialized, closed or error, not otherwise") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     auto fixed = [](const tcp& s) {
@@ -173,10 +180,7 @@ TEST_CASE("host, port and timeout can be set when initialized, closed or error, 
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("callback connect: in flight while initialized, connected set before the callback, inbound sockets") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "callback connect: in flight while initialized, connected set before the callback, inbound sockets") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     std::vector<tcp> accepted;
@@ -272,10 +276,7 @@ TEST_CASE("callback connect: in flight while initialized, connected set before t
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("coroutine connect and accept: connected observes, accepted does not run for async_accept") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "coroutine connect and accept: connected observes, accepted does not run for async_accept") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     int accepted_calls = 0;
@@ -334,10 +335,7 @@ TEST_CASE("coroutine connect and accept: connected observes, accepted does not r
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("a refused connect reports from the reactor: error callback once, state error, no descriptor") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "a refused connect reports from the reactor: error callback once, state error, no descriptor") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     error_log errors;
@@ -362,10 +360,7 @@ TEST_CASE("a refused connect reports from the reactor: error callback once, stat
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("a refused async_connect throws; the error callback observes it once") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "a refused async_connect throws; the error callback observes it once") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     error_log errors;
@@ -386,10 +381,7 @@ TEST_CASE("a refused async_connect throws; the error callback observes it once")
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("inside the error callback the socket is closed already: close() throws there") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "inside the error callback the socket is closed already: close() throws there") {
     int calls = 0;
     bool close_threw = false;
     tcp s(r, {.host = "127.0.0.1", .port = closed_port("127.0.0.1"), .error = [&](tcp& self, const std::string&, std::error_code) {
@@ -409,10 +401,7 @@ TEST_CASE("inside the error callback the socket is closed already: close() throw
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("a reset on a connected socket: state error, pending read fails, error callback once") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "a reset on a connected socket: state error, pending read fails, error callback once") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     error_log errors;
@@ -447,10 +436,7 @@ TEST_CASE("a reset on a connected socket: state error, pending read fails, error
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("listen() on a port in use throws system_error and sets error without the error callback") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "listen() on a port in use throws system_error and sets error without the error callback") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     tcp first = make_listener(r, host);
@@ -482,10 +468,7 @@ TEST_CASE("listen() on a port in use throws system_error and sets error without 
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("listen() rejects wildcard hosts, bad ports and malformed hosts, leaving the socket unchanged") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "listen() rejects wildcard hosts, bad ports and malformed hosts, leaving the socket unchanged") {
     error_log errors;
     tcp s(r, {.host = "127.0.0.1", .port = 0, .error = errors.callback()});
     auto unchanged = [&] {
@@ -532,10 +515,7 @@ TEST_CASE("listen() rejects wildcard hosts, bad ports and malformed hosts, leavi
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("connect() rejects ports out of range before resolving") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "connect() rejects ports out of range before resolving") {
     error_log errors;
     int connected_calls = 0;
     for (const char* host : {"127.0.0.1", "::1", "localhost", "no-such-host.invalid"}) {
@@ -557,10 +537,7 @@ TEST_CASE("connect() rejects ports out of range before resolving") {
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("listen() on port 0: port() is the bound port") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "listen() on port 0: port() is the bound port") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     tcp l(r, {.host = host, .port = 0});
@@ -579,10 +556,7 @@ TEST_CASE("listen() on port 0: port() is the bound port") {
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("accept() is one-shot: two connections, one accept, exactly one accepted callback") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "accept() is one-shot: two connections, one accept, exactly one accepted callback") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     std::vector<tcp> inbound;
@@ -629,10 +603,7 @@ TEST_CASE("accept() is one-shot: two connections, one accept, exactly one accept
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("repeated accept() replaces the options: the inbound socket gets the latest ones") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "repeated accept() replaces the options: the inbound socket gets the latest ones") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     std::vector<tcp> inbound;
@@ -669,10 +640,7 @@ TEST_CASE("repeated accept() replaces the options: the inbound socket gets the l
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("close() throws unless connected, listening or connecting, and leaves the socket unchanged") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "close() throws unless connected, listening or connecting, and leaves the socket unchanged") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     tcp s(r, {.host = host, .port = 0});
@@ -700,20 +668,13 @@ TEST_CASE("close() throws unless connected, listening or connecting, and leaves 
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("closing a connect in flight cancels it: no callback, state closed") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
-    tcp listener = make_listener(r, "127.0.0.1");
+TEST_CASE_FIXTURE(closing_in_flight_test, "closing a connect in flight cancels it: no callback, state closed") {
     const char* host = "127.0.0.1";
     SUBCASE("numeric host (connect(2) in progress)") { host = "127.0.0.1"; }
     SUBCASE("hostname (resolution in progress)") { host = "localhost"; }
     CAPTURE(host);
 
-    error_log errors;
-    int connected_calls = 0;
-    tcp s(r, {.host = host, .port = listener.port(), .connected = [&](tcp&) { ++connected_calls; },
-              .error = errors.callback()});
+    tcp s = client_of_listener(host);
     s.connect();
     REQUIRE(s.is_connecting());
     s.close();
@@ -728,20 +689,13 @@ TEST_CASE("closing a connect in flight cancels it: no callback, state closed") {
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("closing an async_connect in flight: it throws operation_canceled, no error callback") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
-    tcp listener = make_listener(r, "127.0.0.1");
+TEST_CASE_FIXTURE(closing_in_flight_test, "closing an async_connect in flight: it throws operation_canceled, no error callback") {
     const char* host = "127.0.0.1";
     SUBCASE("numeric host") { host = "127.0.0.1"; }
     SUBCASE("hostname") { host = "localhost"; }
     CAPTURE(host);
 
-    error_log errors;
-    int connected_calls = 0;
-    tcp s(r, {.host = host, .port = listener.port(), .connected = [&](tcp&) { ++connected_calls; },
-              .error = errors.callback()});
+    tcp s = client_of_listener(host);
     outcome o;
     start(r, connect_task(s), o);
     // Posted after the spawn: runs right after the task has started its connect.
@@ -762,10 +716,7 @@ TEST_CASE("closing an async_connect in flight: it throws operation_canceled, no 
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("closed and error sockets are reusable: reconnect to a second listener, nothing of the first life arrives") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "closed and error sockets are reusable: reconnect to a second listener, nothing of the first life arrives") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     std::vector<tcp> in_a, in_b;
@@ -864,10 +815,7 @@ TEST_CASE("closed and error sockets are reusable: reconnect to a second listener
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("callbacks never run inside the call that started the operation") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "callbacks never run inside the call that started the operation") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     // A connect that fails at once.
@@ -953,10 +901,7 @@ TEST_CASE("callbacks never run inside the call that started the operation") {
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("handles: copies are the same socket; dropping the last handle closes it silently") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "handles: copies are the same socket; dropping the last handle closes it silently") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     tcp a(r, {.host = host});
@@ -1060,10 +1005,7 @@ TEST_CASE("handles: copies are the same socket; dropping the last handle closes 
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("accept() and async_accept share one slot; accepted does not run for async_accept") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "accept() and async_accept share one slot; accepted does not run for async_accept") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     int accepted_calls = 0;
@@ -1120,10 +1062,7 @@ TEST_CASE("accept() and async_accept share one slot; accepted does not run for a
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("a second pending read throws state_error, in both styles") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "a second pending read throws state_error, in both styles") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     socket_trio t = connect_trio(r, host);
@@ -1164,10 +1103,7 @@ TEST_CASE("a second pending read throws state_error, in both styles") {
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("is_readable and is_writable are true exactly when connected") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "is_readable and is_writable are true exactly when connected") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     tcp listener = make_listener(r, host);
@@ -1194,10 +1130,7 @@ TEST_CASE("is_readable and is_writable are true exactly when connected") {
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("set_no_delay and set_keep_alive on connected sockets; state_error otherwise") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;  // the reactor's own descriptors are not counted
+TEST_CASE_FIXTURE(socket_test, "set_no_delay and set_keep_alive on connected sockets; state_error otherwise") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     socket_trio t = connect_trio(r, host);
@@ -1392,10 +1325,7 @@ TEST_CASE("a connect that gets no answer fails with timed_out after the timeout"
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("accept() re-armed inside accepted takes the next connection, as in the spec's example") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "accept() re-armed inside accepted takes the next connection, as in the spec's example") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     std::vector<tcp> connections;
@@ -1420,10 +1350,7 @@ TEST_CASE("accept() re-armed inside accepted takes the next connection, as in th
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("a callback may drop the last handle to its socket: closed silently once it returns") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "a callback may drop the last handle to its socket: closed silently once it returns") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     raw_listener l(host);
@@ -1481,10 +1408,7 @@ TEST_CASE("bracketed IPv6 literals listen and connect") {
     check_nothing_left(r, fds);
 }
 
-TEST_CASE("a read that fails inside the call still reports from the reactor") {
-    watchdog wd(20s);
-    tisock::reactor r;
-    descriptor_baseline fds;
+TEST_CASE_FIXTURE(socket_test, "a read that fails inside the call still reports from the reactor") {
     TISOCK_LOOPBACK_HOSTS(host);
 
     raw_listener l(host);
