@@ -280,4 +280,13 @@ inline netns_outcome run_in_netns(const std::function<std::string()>& body, mill
     return out;
 }
 
+// A namespace test's verdict: its failure checked, or, when it was skipped, a message saying why.
+inline void check_netns(const netns_outcome& o, const char* name) {
+    if (o.skipped) {
+        MESSAGE(name << " skipped: " << o.failure);
+    } else {
+        CHECK_MESSAGE(o.failure.empty(), o.failure);
+    }
+}
+
 }  // namespace fault_test
