@@ -493,6 +493,13 @@ public:
             shutdown_ = nullptr;
         } else {
             unlink_write(static_cast<write_op&>(op));
+            if (write_head_ == nullptr && shutdown_ != nullptr && d_ != nullptr) {
+                // Nothing is queued ahead of the shutdown anymore: it happens now, and
+                // reports from the run loop (this runs inside the owner's destructor).
+                shutdown_op* s = std::exchange(shutdown_, nullptr);
+                if (sys::result r = sys::shutdown(d_->fd, SHUT_WR); !r) s->ec = errno_code(r.error);
+                finish_pending(*s, s->ec);
+            }
         }
     }
 
@@ -662,7 +669,19 @@ private:
     void announce_connected() {
         socket_ref keep(this);
         connect_op* waiting = std::exchange(connect_waiter_, nullptr);
-        if (state_ == state::connected) notify_connected();
+        if (state_ == state::connected) {
+            try {
+                notify_connected();
+            } catch (...) {
+                // The observer threw (it propagates out of run*()): the waiting coroutine
+                // still resumes, from the run loop, instead of staying suspended forever.
+                if (waiting != nullptr) {
+                    if (state_ != state::connected && !waiting->ec) waiting->ec = std::make_error_code(std::errc::operation_canceled);
+                    complete_later(*waiting);
+                }
+                throw;
+            }
+        }
         if (waiting != nullptr) {
             if (state_ != state::connected && !waiting->ec) waiting->ec = std::make_error_code(std::errc::operation_canceled);
             complete_now(*waiting);
@@ -918,10 +937,25 @@ private:
                 start_head_write();
             }
             reactor_->remove_work();
-            complete_now(*op);  // may close the socket or queue more writes
+            try {
+                complete_now(*op);  // may close the socket or queue more writes
+            } catch (...) {
+                // The edge that made the socket writable is consumed: without this, the
+                // writes (and the shutdown) queued behind would wait for one that never comes.
+                resume_writing_later();
+                throw;
+            }
             if (state_ != state::connected || d_ == nullptr) return;
         }
         if (shutdown_ != nullptr && write_head_ == nullptr) finish_shutdown();
+    }
+
+    // Runs on_writable() again from the run loop, if a write or a shutdown still waits.
+    void resume_writing_later() {
+        if (state_ != state::connected || d_ == nullptr || (write_head_ == nullptr && shutdown_ == nullptr)) return;
+        reactor_->defer_call([keep = socket_ref(this)] {
+            if (keep->state_ == state::connected && keep->d_ != nullptr && !keep->connecting_) keep->on_writable();
+        });
     }
 
     void finish_shutdown() {

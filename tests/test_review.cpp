@@ -1,0 +1,124 @@
+// Review findings: each case failed on the code it was written against (see the commit
+// that added it). Over real loopback sockets.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "support.hpp"
+
+using namespace tisock_test;
+using tisock::io_event;
+using tisock::state;
+using tisock::tcp;
+
+namespace {
+
+struct boom : std::runtime_error {
+    boom() : std::runtime_error("boom") {}
+};
+
+// Runs `r` until `done()` or `limit`, swallowing (and counting) `boom` thrown by callbacks.
+template <class Predicate>
+bool run_through_booms(tisock::reactor& r, Predicate done, int& booms, std::chrono::milliseconds limit = 3000ms) {
+    auto deadline = test_clock::now() + limit;
+    while (!done()) {
+        if (test_clock::now() >= deadline) return false;
+        try {
+            if (r.run_for(10ms) == 0) std::this_thread::sleep_for(1ms);
+        } catch (const boom&) {
+            ++booms;
+        }
+    }
+    return true;
+}
+
+// A client whose send buffer fills at once: the raw peer advertises a small window and
+// reads nothing until told to.
+tcp connect_small(tisock::reactor& r, raw_listener& l, raw_peer& peer) {
+    tcp s(r, {.host = l.host(), .port = l.port()});
+    s.connect();
+    REQUIRE(run_until(r, [&] { return !s.is_connecting(); }));
+    REQUIRE(s.state() == state::connected);
+    int small = 4096;
+    REQUIRE(::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+    peer = l.accept();
+    REQUIRE(peer.is_open());
+    return s;
+}
+
+foreign_coroutine write_in_foreign(tcp s, const std::string* data) { co_await s.async_write(bytes_of(*data)); }
+
+}  // namespace
+
+TEST_CASE("review: a connected callback that throws still resumes the coroutine awaiting async_connect") {
+    watchdog wd(20s);
+    tisock::reactor r;
+    raw_listener l("127.0.0.1");
+    tcp s(r, {.host = "127.0.0.1", .port = l.port(), .connected = [](tcp&) { throw boom(); }});
+    outcome out;
+    start(r, [](tcp s) -> tisock::task<void> { co_await s.async_connect(); }(s), out);
+    int booms = 0;
+    CHECK(run_through_booms(r, [&] { return out.done; }, booms));
+    CHECK(booms == 1);
+    CHECK(out.done);
+    CHECK_MESSAGE(!out.error, out.what());
+    CHECK(s.state() == state::connected);
+    s.close();
+    CHECK(reactor_is_idle(r));
+}
+
+TEST_CASE("review: a write callback that throws does not strand the writes queued behind it") {
+    watchdog wd(30s);
+    tisock::reactor r;
+    raw_listener l("127.0.0.1", 16, 4096);
+    raw_peer peer;
+    tcp s = connect_small(r, l, peer);
+    const std::string big = pattern(1 << 20);
+    const std::string tail = "tail";
+    bool first_done = false, second_done = false, shut = false;
+    s.write(buffer_of(big), [&](const io_event& e) {
+        CHECK(e.success);
+        first_done = true;
+        throw boom();
+    });
+    s.write(buffer_of(tail), [&](const io_event& e) {
+        CHECK(e.success);
+        second_done = true;
+    });
+    s.shutdown([&](tcp&, std::error_code ec) {
+        CHECK(!ec);
+        shut = true;
+    });
+    std::string received;
+    std::thread reader([&] { received = peer.receive_all(); });
+    int booms = 0;
+    CHECK(run_through_booms(r, [&] { return first_done && second_done && shut; }, booms, 10000ms));
+    CHECK(booms == 1);
+    CHECK(second_done);
+    CHECK(shut);
+    if (!shut) peer.set_receive_timeout(10ms);  // let the reader give up
+    reader.join();
+    CHECK(received.size() == big.size() + (second_done ? tail.size() : 0));
+    s.close();
+    CHECK(reactor_is_idle(r));
+}
+
+TEST_CASE("review: shutdown waiting behind a write whose coroutine is destroyed still completes") {
+    watchdog wd(20s);
+    tisock::reactor r;
+    raw_listener l("127.0.0.1", 16, 4096);
+    raw_peer peer;
+    tcp s = connect_small(r, l, peer);
+    const std::string big = pattern(4 << 20);
+    foreign_coroutine writer = write_in_foreign(s, &big);
+    REQUIRE(!writer.done());  // the write is queued: the peer reads nothing
+    bool shut = false;
+    s.shutdown([&](tcp&, std::error_code) { shut = true; });
+    writer.destroy();  // abandons the write: nothing is queued ahead of the shutdown now
+    CHECK(run_until(r, [&] { return shut; }, 2000ms));
+    CHECK(reactor_is_idle(r));
+    s.close();
+}
