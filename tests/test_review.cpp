@@ -122,3 +122,44 @@ TEST_CASE("review: shutdown waiting behind a write whose coroutine is destroyed 
     CHECK(reactor_is_idle(r));
     s.close();
 }
+
+TEST_CASE("review: a stream::read_all callback that throws propagates out of run(), never std::terminate") {
+    watchdog wd(20s);
+    tisock::reactor r;
+    socket_trio t = connect_trio(r, "127.0.0.1");
+    tisock::buffer into;
+    bool called = false;
+    tisock::stream::read_all(t.inbound, into, [&](const io_event& e) {
+        CHECK(e.success);
+        called = true;
+        throw boom();
+    });
+    t.client.write(buffer_of("abc"), {});
+    t.client.close();
+    int booms = 0;
+    CHECK(run_through_booms(r, [&] { return called && booms > 0; }, booms));
+    CHECK(booms == 1);
+    t.close_all();
+    CHECK(reactor_is_idle(r));
+}
+
+TEST_CASE("review: a stream::pump handler that throws propagates out of run(), never std::terminate") {
+    watchdog wd(20s);
+    tisock::reactor r;
+    socket_trio t = connect_trio(r, "127.0.0.1");
+    int calls = 0;
+    tisock::stream::pump(
+        t.inbound,
+        [&](const tisock::pump_event<tcp>&) {
+            ++calls;
+            throw boom();
+        },
+        64);
+    t.client.write(buffer_of("abc"), {});
+    int booms = 0;
+    CHECK(run_through_booms(r, [&] { return booms > 0; }, booms));
+    CHECK(booms == 1);
+    CHECK(calls == 1);
+    t.close_all();
+    CHECK(reactor_is_idle(r));
+}

@@ -17,6 +17,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -385,6 +386,12 @@ void require_input(S& input, const char* where) {
     }
 }
 
+// A user callback run inside a spawned runner threw: an exception escaping the task would
+// call std::terminate, so it is rethrown from the run loop instead, out of run*() (API.md).
+inline void rethrow_from_run_loop(const tcp& socket, std::exception_ptr e) {
+    socket.get_reactor().defer_call([e] { std::rethrow_exception(e); });
+}
+
 // Runs a coroutine form for a callback form: on the socket's reactor, from the run loop, and
 // reports its result or failure as an io_event.
 template <class Body>
@@ -400,7 +407,13 @@ void run_for_callback(const tcp& socket, Body body, io_callback done) {
             // the same turn): reported, never std::terminate from a spawned task.
             e = io_event{s, -1, false, std::make_error_code(std::errc::operation_not_permitted), ex.what()};
         }
-        if (cb) cb(e);
+        if (cb) {
+            try {
+                cb(e);
+            } catch (...) {
+                rethrow_from_run_loop(s, std::current_exception());
+            }
+        }
     };
     spawn(socket.get_reactor(), runner(socket, std::move(body), std::move(done)));
 }
@@ -435,14 +448,31 @@ void pump(const tcp& source, Handler handler, std::size_t max_chunk_size) {
     detail::require_socket_input(source, "stream::pump");
     spawn(source.get_reactor(), [](tcp s, Handler h, std::size_t n) -> task<void> {
         std::string misuse;
+        bool in_handler = false;  // an exception from the user's handler leaves it set
+        auto call = [&h, &in_handler](const pump_event<tcp>& e) {
+            in_handler = true;
+            h(e);
+            in_handler = false;
+        };
         try {
-            co_await async_pump(s, std::ref(h), n);
+            co_await async_pump(s, call, n);
             co_return;
         } catch (const state_error& ex) {  // see detail::run_for_callback
+            if (in_handler) {
+                detail::rethrow_from_run_loop(s, std::current_exception());
+                co_return;
+            }
             misuse = ex.what();
+        } catch (...) {
+            detail::rethrow_from_run_loop(s, std::current_exception());
+            co_return;
         }
         buffer empty;
-        h(pump_event<tcp>{s, empty, -1, 0, false, std::make_error_code(std::errc::operation_not_permitted), misuse});
+        try {
+            h(pump_event<tcp>{s, empty, -1, 0, false, std::make_error_code(std::errc::operation_not_permitted), misuse});
+        } catch (...) {
+            detail::rethrow_from_run_loop(s, std::current_exception());
+        }
     }(source, std::move(handler), max_chunk_size));
 }
 
