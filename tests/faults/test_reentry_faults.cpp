@@ -262,215 +262,199 @@ TEST_CASE("E6 close or drop the listener, and the inbound socket, inside accepte
     }
 }
 
-TEST_CASE("C12 closing while another coroutine is suspended in a read: operation_canceled") {
-    int fds = open_descriptor_count();
-    {
-        reactor r;
-        client_fixture c(r);
-        c.connect(r);
-        std::error_code ec;
-        int completions = 0;
-        tisock::spawn(r, read_until_canceled(*c.holder, ec, completions));
-        auto closer = [](reactor& rr, tcp s) -> tisock::task<void> {
-            co_await rr.sleep_for(10ms);
-            s.close();
-        };
-        tisock::spawn(r, closer(r, *c.holder));
-        REQUIRE(run_until(r, [&] { return completions == 1; }));
-        pump(r, 20ms);
-        CHECK(completions == 1);
-        CHECK(ec == std::errc::operation_canceled);
-        CHECK(c.holder->state() == state::closed);
-        CHECK(c.t.errors == 0);
-        c.check_peer_sees_end();
-    }
-    CHECK(open_descriptor_count() == fds);
+TEST_CASE_FIXTURE(descriptors_checked, "C12 closing while another coroutine is suspended in a read: operation_canceled") {
+    reactor r;
+    client_fixture c(r);
+    c.connect(r);
+    std::error_code ec;
+    int completions = 0;
+    tisock::spawn(r, read_until_canceled(*c.holder, ec, completions));
+    auto closer = [](reactor& rr, tcp s) -> tisock::task<void> {
+        co_await rr.sleep_for(10ms);
+        s.close();
+    };
+    tisock::spawn(r, closer(r, *c.holder));
+    REQUIRE(run_until(r, [&] { return completions == 1; }));
+    pump(r, 20ms);
+    CHECK(completions == 1);
+    CHECK(ec == std::errc::operation_canceled);
+    CHECK(c.holder->state() == state::closed);
+    CHECK(c.t.errors == 0);
+    c.check_peer_sees_end();
 }
 
-TEST_CASE("H3 an exception from a user callback propagates out of run(); the reactor keeps serving") {
-    int fds = open_descriptor_count();
-    {
-        reactor r;
-        client_fixture a(r), b(r);
-        a.connect(r);
-        b.connect(r);
-        tisock::buffer into_a(16), into_b(16);
-        int b_reads = 0;
-        a.holder->read(into_a, [](const io_event&) { throw std::runtime_error("user callback failed"); });
-        b.holder->read(into_b, [&](const io_event& e) { b_reads += e.success ? 1 : 100; });
-        send_all(a.peer.get(), "boom");
-        bool thrown = false;
-        try {
-            r.run_for(1000ms);
-        } catch (const std::runtime_error& e) {
-            thrown = std::string(e.what()) == "user callback failed";
-        }
-        CHECK(thrown);
-        send_all(b.peer.get(), "fine");
-        REQUIRE(run_until(r, [&] { return b_reads > 0; }));
-        CHECK(b_reads == 1);
-        CHECK(into_b.to_string().substr(0, 4) == "fine");
-        // The socket whose callback threw is intact too.
-        CHECK(a.holder->state() == state::connected);
-        int a_reads = 0;
-        a.holder->read(into_a, [&](const io_event& e) { a_reads += e.success ? 1 : 100; });
-        send_all(a.peer.get(), "again");
-        REQUIRE(run_until(r, [&] { return a_reads > 0; }));
-        CHECK(a_reads == 1);
-
-        // A throwing `connected` callback: the socket is connected all the same.
-        client_fixture c(r, [](tcp&) { throw std::runtime_error("connected failed"); });
-        c.holder->connect();
-        thrown = false;
-        try {
-            r.run_for(1000ms);
-        } catch (const std::runtime_error&) {
-            thrown = true;
-        }
-        CHECK(thrown);
-        CHECK(c.holder->state() == state::connected);
-        a.holder->close();
-        b.holder->close();
-        c.holder->close();
+TEST_CASE_FIXTURE(descriptors_checked, "H3 an exception from a user callback propagates out of run(); the reactor keeps serving") {
+    reactor r;
+    client_fixture a(r), b(r);
+    a.connect(r);
+    b.connect(r);
+    tisock::buffer into_a(16), into_b(16);
+    int b_reads = 0;
+    a.holder->read(into_a, [](const io_event&) { throw std::runtime_error("user callback failed"); });
+    b.holder->read(into_b, [&](const io_event& e) { b_reads += e.success ? 1 : 100; });
+    send_all(a.peer.get(), "boom");
+    bool thrown = false;
+    try {
+        r.run_for(1000ms);
+    } catch (const std::runtime_error& e) {
+        thrown = std::string(e.what()) == "user callback failed";
     }
-    CHECK(open_descriptor_count() == fds);
+    CHECK(thrown);
+    send_all(b.peer.get(), "fine");
+    REQUIRE(run_until(r, [&] { return b_reads > 0; }));
+    CHECK(b_reads == 1);
+    CHECK(into_b.to_string().substr(0, 4) == "fine");
+    // The socket whose callback threw is intact too.
+    CHECK(a.holder->state() == state::connected);
+    int a_reads = 0;
+    a.holder->read(into_a, [&](const io_event& e) { a_reads += e.success ? 1 : 100; });
+    send_all(a.peer.get(), "again");
+    REQUIRE(run_until(r, [&] { return a_reads > 0; }));
+    CHECK(a_reads == 1);
+
+    // A throwing `connected` callback: the socket is connected all the same.
+    client_fixture c(r, [](tcp&) { throw std::runtime_error("connected failed"); });
+    c.holder->connect();
+    thrown = false;
+    try {
+        r.run_for(1000ms);
+    } catch (const std::runtime_error&) {
+        thrown = true;
+    }
+    CHECK(thrown);
+    CHECK(c.holder->state() == state::connected);
+    a.holder->close();
+    b.holder->close();
+    c.holder->close();
 }
 
-TEST_CASE("G2 writes racing close(): 2,000 connections x 50 writes, each completes exactly once") {
-    int fds = open_descriptor_count();
-    {
-        reactor r;
-        int port = 0;
-        raw_fd listener = raw_listener("127.0.0.1", 64, port);
-        // Small buffers on both sides, so the large write of each connection is still
-        // being sent when close() comes: some writes finish, the rest are canceled.
-        int small = 4096;
-        ::setsockopt(listener.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);  // inherited by accepted peers
-        const std::string source = [] {
-            std::string s(1u << 20, '\0');
-            for (std::size_t i = 0; i < s.size(); ++i) s[i] = char((i * 131 + (i >> 12) * 7) & 0xff);
-            return s;
-        }();
-        constexpr int connections = 2000, per_connection = 50;
-        long total_ops = 0, succeeded_total = 0, canceled_total = 0;
-        bool all_ok = true;
-        for (int i = 0; i < connections && all_ok; ++i) {
-            int connected = 0;
-            tcp s(r, {.host = "127.0.0.1", .port = port, .connected = [&](tcp&) { ++connected; }});
-            s.connect();
-            REQUIRE(run_until(r, [&] { return connected == 1; }));
-            raw_fd peer = raw_accept(listener.get());
-            REQUIRE(peer);
-            ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-            std::vector<std::pair<int, std::error_code>> log;
-            std::vector<std::size_t> sizes;
-            std::string expected;
-            for (int k = 0; k < per_connection; ++k) {
-                std::size_t size = (k == i % per_connection) ? (32u << 10) : 1 + std::size_t(k * 7919 + i * 104729) % 2048;
-                std::size_t offset = std::size_t(k * 4099 + i) % (source.size() - size);
-                tisock::buffer b(size);
-                std::memcpy(b.data(), source.data() + offset, size);
-                expected.append(source, offset, size);
-                sizes.push_back(size);
-                s.write(std::move(b), [&log, k](const io_event& e) { log.push_back({k, e.code}); });
+TEST_CASE_FIXTURE(descriptors_checked, "G2 writes racing close(): 2,000 connections x 50 writes, each completes exactly once") {
+    reactor r;
+    int port = 0;
+    raw_fd listener = raw_listener("127.0.0.1", 64, port);
+    // Small buffers on both sides, so the large write of each connection is still
+    // being sent when close() comes: some writes finish, the rest are canceled.
+    int small = 4096;
+    ::setsockopt(listener.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);  // inherited by accepted peers
+    const std::string source = [] {
+        std::string s(1u << 20, '\0');
+        for (std::size_t i = 0; i < s.size(); ++i) s[i] = char((i * 131 + (i >> 12) * 7) & 0xff);
+        return s;
+    }();
+    constexpr int connections = 2000, per_connection = 50;
+    long total_ops = 0, succeeded_total = 0, canceled_total = 0;
+    bool all_ok = true;
+    for (int i = 0; i < connections && all_ok; ++i) {
+        int connected = 0;
+        tcp s(r, {.host = "127.0.0.1", .port = port, .connected = [&](tcp&) { ++connected; }});
+        s.connect();
+        REQUIRE(run_until(r, [&] { return connected == 1; }));
+        raw_fd peer = raw_accept(listener.get());
+        REQUIRE(peer);
+        ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+        std::vector<std::pair<int, std::error_code>> log;
+        std::vector<std::size_t> sizes;
+        std::string expected;
+        for (int k = 0; k < per_connection; ++k) {
+            std::size_t size = (k == i % per_connection) ? (32u << 10) : 1 + std::size_t(k * 7919 + i * 104729) % 2048;
+            std::size_t offset = std::size_t(k * 4099 + i) % (source.size() - size);
+            tisock::buffer b(size);
+            std::memcpy(b.data(), source.data() + offset, size);
+            expected.append(source, offset, size);
+            sizes.push_back(size);
+            s.write(std::move(b), [&log, k](const io_event& e) { log.push_back({k, e.code}); });
+        }
+        s.close();  // races the writes still queued, and the completions already queued
+        if (!run_until(r, [&] { return log.size() == std::size_t(per_connection); })) all_ok = false;
+        pump(r, 0ms);
+        std::string got = raw_read_to_eof(peer.get(), 5s);
+        std::size_t ok_bytes = 0;
+        int succeeded = 0;
+        for (int k = 0; k < int(log.size()); ++k) {
+            if (log[std::size_t(k)].first != k) all_ok = false;  // FIFO
+            if (!log[std::size_t(k)].second) {
+                if (succeeded != k) all_ok = false;  // successes form a prefix
+                ++succeeded;
+                ok_bytes += sizes[std::size_t(k)];
+            } else if (log[std::size_t(k)].second != std::errc::operation_canceled) {
+                all_ok = false;
             }
-            s.close();  // races the writes still queued, and the completions already queued
-            if (!run_until(r, [&] { return log.size() == std::size_t(per_connection); })) all_ok = false;
-            pump(r, 0ms);
-            std::string got = raw_read_to_eof(peer.get(), 5s);
-            std::size_t ok_bytes = 0;
-            int succeeded = 0;
-            for (int k = 0; k < int(log.size()); ++k) {
-                if (log[std::size_t(k)].first != k) all_ok = false;  // FIFO
-                if (!log[std::size_t(k)].second) {
-                    if (succeeded != k) all_ok = false;  // successes form a prefix
-                    ++succeeded;
-                    ok_bytes += sizes[std::size_t(k)];
-                } else if (log[std::size_t(k)].second != std::errc::operation_canceled) {
-                    all_ok = false;
+        }
+        if (log.size() != std::size_t(per_connection)) all_ok = false;
+        // Delivered: every successful write, plus maybe part of the first canceled one.
+        std::size_t limit = ok_bytes + (succeeded < per_connection ? sizes[std::size_t(succeeded)] : 0);
+        if (got.size() < ok_bytes || got.size() > limit || expected.compare(0, got.size(), got) != 0) all_ok = false;
+        if (!all_ok) MESSAGE("connection " << i << ": " << log.size() << " completions, " << succeeded << " ok, "
+                                           << got.size() << " bytes delivered (" << ok_bytes << " acknowledged)");
+        total_ops += long(log.size());
+        succeeded_total += succeeded;
+        canceled_total += long(log.size()) - succeeded;
+    }
+    CHECK(all_ok);
+    CHECK(total_ops == long(connections) * per_connection);
+    CHECK(succeeded_total > 0);
+    CHECK(canceled_total > 0);  // the race really happened both ways
+    MESSAGE("G2 writes: " << succeeded_total << " completed, " << canceled_total << " canceled by close()");
+}
+
+TEST_CASE_FIXTURE(descriptors_checked, "G2 a read deadline racing its data: every read completes exactly once, no byte lost") {
+    reactor r;
+    client_fixture c(r);
+    c.connect(r);
+    int peer_fd = c.peer.get();
+    int one = 1;
+    ::setsockopt(peer_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct stats {
+        int completions = 0, timeouts = 0, with_data = 0, other = 0;
+        std::size_t bytes = 0;
+        bool finished = false;
+    } st;
+    constexpr int iterations = 2000;
+    auto racer = [](reactor& rr, tcp s, int fd, int n, stats& out) -> tisock::task<void> {
+        std::array<std::byte, 64> buf{};
+        for (int i = 0; i < n; ++i) {
+            // After the read is armed: busy for 0.5, 1.0 or 1.5 ms, then the byte is sent,
+            // so the 1 ms deadline and the data land before, with or after each other.
+            auto spin = std::chrono::microseconds(500 * (1 + i % 3));
+            rr.post([fd, spin] {
+                auto until = test_clock::now() + spin;
+                while (test_clock::now() < until) {
                 }
-            }
-            if (log.size() != std::size_t(per_connection)) all_ok = false;
-            // Delivered: every successful write, plus maybe part of the first canceled one.
-            std::size_t limit = ok_bytes + (succeeded < per_connection ? sizes[std::size_t(succeeded)] : 0);
-            if (got.size() < ok_bytes || got.size() > limit || expected.compare(0, got.size(), got) != 0) all_ok = false;
-            if (!all_ok) MESSAGE("connection " << i << ": " << log.size() << " completions, " << succeeded << " ok, "
-                                               << got.size() << " bytes delivered (" << ok_bytes << " acknowledged)");
-            total_ops += long(log.size());
-            succeeded_total += succeeded;
-            canceled_total += long(log.size()) - succeeded;
-        }
-        CHECK(all_ok);
-        CHECK(total_ops == long(connections) * per_connection);
-        CHECK(succeeded_total > 0);
-        CHECK(canceled_total > 0);  // the race really happened both ways
-        MESSAGE("G2 writes: " << succeeded_total << " completed, " << canceled_total << " canceled by close()");
-    }
-    CHECK(open_descriptor_count() == fds);
-}
-
-TEST_CASE("G2 a read deadline racing its data: every read completes exactly once, no byte lost") {
-    int fds = open_descriptor_count();
-    {
-        reactor r;
-        client_fixture c(r);
-        c.connect(r);
-        int peer_fd = c.peer.get();
-        int one = 1;
-        ::setsockopt(peer_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        struct stats {
-            int completions = 0, timeouts = 0, with_data = 0, other = 0;
-            std::size_t bytes = 0;
-            bool finished = false;
-        } st;
-        constexpr int iterations = 2000;
-        auto racer = [](reactor& rr, tcp s, int fd, int n, stats& out) -> tisock::task<void> {
-            std::array<std::byte, 64> buf{};
-            for (int i = 0; i < n; ++i) {
-                // After the read is armed: busy for 0.5, 1.0 or 1.5 ms, then the byte is sent,
-                // so the 1 ms deadline and the data land before, with or after each other.
-                auto spin = std::chrono::microseconds(500 * (1 + i % 3));
-                rr.post([fd, spin] {
-                    auto until = test_clock::now() + spin;
-                    while (test_clock::now() < until) {
-                    }
-                    (void)::send(fd, "x", 1, MSG_NOSIGNAL);
-                });
-                try {
-                    std::size_t got = co_await s.async_read(buf, 1ms);
-                    ++out.with_data;
-                    out.bytes += got;
-                } catch (const std::system_error& e) {
-                    if (e.code() == std::errc::timed_out) {
-                        ++out.timeouts;
-                    } else {
-                        ++out.other;
-                    }
-                }
-                ++out.completions;
-            }
-            // Whatever a timed-out read left behind is still there.
-            while (out.bytes < std::size_t(n) && out.other == 0) {
-                try {
-                    out.bytes += co_await s.async_read(buf, 500ms);
-                } catch (const std::system_error&) {
+                (void)::send(fd, "x", 1, MSG_NOSIGNAL);
+            });
+            try {
+                std::size_t got = co_await s.async_read(buf, 1ms);
+                ++out.with_data;
+                out.bytes += got;
+            } catch (const std::system_error& e) {
+                if (e.code() == std::errc::timed_out) {
+                    ++out.timeouts;
+                } else {
                     ++out.other;
                 }
             }
-            out.finished = true;
-        };
-        tisock::spawn(r, racer(r, *c.holder, peer_fd, iterations, st));
-        REQUIRE(run_until(r, [&] { return st.finished; }, 30s));
-        CHECK(st.completions == iterations);
-        CHECK(st.timeouts + st.with_data == iterations);
-        CHECK(st.other == 0);
-        CHECK(st.bytes == std::size_t(iterations));
-        CHECK(st.timeouts > 0);
-        CHECK(st.with_data > 0);
-        CHECK(c.holder->state() == state::connected);  // a read deadline is not a socket error
-        CHECK(c.t.errors == 0);
-        MESSAGE("G2 reads: " << st.with_data << " got data, " << st.timeouts << " timed out");
-        c.holder->close();
-    }
-    CHECK(open_descriptor_count() == fds);
+            ++out.completions;
+        }
+        // Whatever a timed-out read left behind is still there.
+        while (out.bytes < std::size_t(n) && out.other == 0) {
+            try {
+                out.bytes += co_await s.async_read(buf, 500ms);
+            } catch (const std::system_error&) {
+                ++out.other;
+            }
+        }
+        out.finished = true;
+    };
+    tisock::spawn(r, racer(r, *c.holder, peer_fd, iterations, st));
+    REQUIRE(run_until(r, [&] { return st.finished; }, 30s));
+    CHECK(st.completions == iterations);
+    CHECK(st.timeouts + st.with_data == iterations);
+    CHECK(st.other == 0);
+    CHECK(st.bytes == std::size_t(iterations));
+    CHECK(st.timeouts > 0);
+    CHECK(st.with_data > 0);
+    CHECK(c.holder->state() == state::connected);  // a read deadline is not a socket error
+    CHECK(c.t.errors == 0);
+    MESSAGE("G2 reads: " << st.with_data << " got data, " << st.timeouts << " timed out");
+    c.holder->close();
 }
