@@ -3,9 +3,18 @@
 // minimal coroutine type that is not tisock::task (to prove the awaitables are plain).
 #pragma once
 
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <doctest/doctest.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <coroutine>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -103,5 +112,59 @@ struct foreign_coroutine {
 
     std::coroutine_handle<promise_type> handle;
 };
+
+// ---- descriptors -------------------------------------------------------------------------
+
+// Number of descriptors this process has open (entries of /proc/self/fd, minus the one
+// opendir itself uses).
+inline int open_descriptor_count() {
+    DIR* dir = ::opendir("/proc/self/fd");
+    REQUIRE_MESSAGE(dir != nullptr, "cannot open /proc/self/fd");
+    int n = 0;
+    while (dirent* e = ::readdir(dir)) {
+        if (e->d_name[0] != '.') ++n;
+    }
+    ::closedir(dir);
+    return n - 1;
+}
+
+// The descriptors open when a test began, checked again once everything it made is gone:
+// as TEST_CASE_FIXTURE(descriptors_checked, ...) (the fixture outlives the body, so the
+// check runs after the body's reactor and sockets are destroyed) or as the first local.
+// Skipped when the test ends by an exception (a failed REQUIRE has reported already).
+struct descriptors_checked {
+    int fds = open_descriptor_count();
+    descriptors_checked() = default;
+    descriptors_checked(const descriptors_checked&) = delete;
+    descriptors_checked& operator=(const descriptors_checked&) = delete;
+    ~descriptors_checked() {
+        if (std::uncaught_exceptions() == 0) CHECK(open_descriptor_count() == fds);
+    }
+};
+
+// A connected, non-blocking AF_UNIX stream pair; close(i) closes one end early.
+struct socket_pair {
+    int fd[2] = {-1, -1};
+    socket_pair() { REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fd) == 0); }
+    socket_pair(const socket_pair&) = delete;
+    socket_pair& operator=(const socket_pair&) = delete;
+    ~socket_pair() {
+        for (int f : fd)
+            if (f >= 0) ::close(f);
+    }
+    void close(int i) {
+        ::close(fd[i]);
+        fd[i] = -1;
+    }
+};
+
+// 127.0.0.1:port.
+inline sockaddr_in loopback(std::uint16_t port) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return a;
+}
 
 }  // namespace tisock_test

@@ -43,18 +43,7 @@ using namespace std::chrono_literals;
 
 // ---- descriptors -------------------------------------------------------------------------
 
-// Number of descriptors this process has open (entries of /proc/self/fd, minus the one
-// opendir itself uses).
-inline int open_descriptor_count() {
-    DIR* dir = ::opendir("/proc/self/fd");
-    REQUIRE_MESSAGE(dir != nullptr, "cannot open /proc/self/fd");
-    int n = 0;
-    while (dirent* e = ::readdir(dir)) {
-        if (e->d_name[0] != '.') ++n;
-    }
-    ::closedir(dir);
-    return n - 1;
-}
+// open_descriptor_count(): in foundation_support.hpp.
 
 inline bool descriptor_is_open(int fd) { return fd >= 0 && ::fcntl(fd, F_GETFD) != -1; }
 

@@ -4,7 +4,6 @@
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -19,22 +18,19 @@
 
 #include "tisock/detail/backend.hpp"
 
+#include "foundation_support.hpp"
+
 namespace {
 
 using tisock::detail::backend;
 using tisock::detail::descriptor_state;
 using tisock::detail::ready_event;
+using tisock_test::descriptors_checked;
+using tisock_test::loopback;
+using tisock_test::open_descriptor_count;
+using tisock_test::socket_pair;
 namespace sys = tisock::detail::sys;
 using clock_type = std::chrono::steady_clock;
-
-int open_descriptors() {
-    int n = 0;
-    if (DIR* dir = ::opendir("/proc/self/fd")) {
-        while (::readdir(dir) != nullptr) ++n;
-        ::closedir(dir);
-    }
-    return n;
-}
 
 // One wait(), with every event translated into `out` (as the reactor does one by one).
 std::size_t wait_into(backend& b, ready_event* out, int timeout_ms) {
@@ -77,29 +73,6 @@ seen collect(backend& b, descriptor_state* d, std::chrono::milliseconds window) 
     return wait_for(b, d, [](const seen&) { return false; }, window);
 }
 
-struct socket_pair {
-    int fd[2] = {-1, -1};
-    socket_pair() {
-        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fd) == 0);
-    }
-    ~socket_pair() {
-        for (int f : fd)
-            if (f >= 0) ::close(f);
-    }
-    void close(int i) {
-        ::close(fd[i]);
-        fd[i] = -1;
-    }
-};
-
-sockaddr_in loopback(std::uint16_t port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    return a;
-}
-
 // A non-blocking listener on 127.0.0.1 and its port.
 int listen_loopback(std::uint16_t& port) {
     sys::result s = sys::socket(AF_INET);
@@ -129,66 +102,64 @@ static_assert(std::is_same_v<backend, tisock::detail::kqueue_backend>, "the emul
 static_assert(std::is_same_v<backend, tisock::detail::epoll_backend>, "a native Linux build tests epoll.hpp");
 #endif
 
-}  // namespace
-
-TEST_CASE("a registered socket reports writable, then readable when data arrives") {
-    int before = open_descriptors();
-    {
-        backend b;
-        socket_pair p;
-        descriptor_state d;
+// A backend with one end of a socket pair registered (d), checked for leaked descriptors.
+struct registered_pair_test : descriptors_checked {
+    backend b;
+    socket_pair p;
+    descriptor_state d;
+    registered_pair_test() {
         d.fd = p.fd[0];
         REQUIRE(b.register_descriptor(d) == 0);
-
-        seen initial = wait_for(b, &d, [](const seen& s) { return s.writable; });
-        CHECK(initial.writable);
-        CHECK_FALSE(initial.readable);
-        CHECK_FALSE(initial.hung_up);
-
-        REQUIRE(::write(p.fd[1], "abc", 3) == 3);
-        seen data = wait_for(b, &d, [](const seen& s) { return s.readable; });
-        CHECK(data.readable);
-        CHECK_FALSE(data.hung_up);
-
-        // Edge-triggered: unread data is not reported again without a new arrival.
-        CHECK(collect(b, &d, std::chrono::milliseconds(50)).readable == false);
-        REQUIRE(::write(p.fd[1], "d", 1) == 1);
-        CHECK(wait_for(b, &d, [](const seen& s) { return s.readable; }).readable);
-
-        // The peer's shutdown is a hang-up on the read side.
-        REQUIRE(::shutdown(p.fd[1], SHUT_WR) == 0);
-        seen eof = wait_for(b, &d, [](const seen& s) { return s.readable && s.hung_up; });
-        CHECK(eof.readable);
-        CHECK(eof.hung_up);
-        b.deregister_descriptor(d);
     }
-    CHECK(open_descriptors() == before);
+};
+
+}  // namespace
+
+TEST_CASE_FIXTURE(registered_pair_test, "a registered socket reports writable, then readable when data arrives") {
+
+    seen initial = wait_for(b, &d, [](const seen& s) { return s.writable; });
+    CHECK(initial.writable);
+    CHECK_FALSE(initial.readable);
+    CHECK_FALSE(initial.hung_up);
+
+    REQUIRE(::write(p.fd[1], "abc", 3) == 3);
+    seen data = wait_for(b, &d, [](const seen& s) { return s.readable; });
+    CHECK(data.readable);
+    CHECK_FALSE(data.hung_up);
+
+    // Edge-triggered: unread data is not reported again without a new arrival.
+    CHECK(collect(b, &d, std::chrono::milliseconds(50)).readable == false);
+    REQUIRE(::write(p.fd[1], "d", 1) == 1);
+    CHECK(wait_for(b, &d, [](const seen& s) { return s.readable; }).readable);
+
+    // The peer's shutdown is a hang-up on the read side.
+    REQUIRE(::shutdown(p.fd[1], SHUT_WR) == 0);
+    seen eof = wait_for(b, &d, [](const seen& s) { return s.readable && s.hung_up; });
+    CHECK(eof.readable);
+    CHECK(eof.hung_up);
+    b.deregister_descriptor(d);
 }
 
-TEST_CASE("wake() from another thread ends a blocked wait") {
-    int before = open_descriptors();
-    {
-        backend b;
-        auto start = clock_type::now();
-        std::thread waker([&b] {
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
-            b.wake();
-        });
-        seen woken = wait_for(b, nullptr, [](const seen& s) { return s.events > 0; });
-        waker.join();
-        CHECK(woken.events == 1);
-        CHECK(clock_type::now() - start < std::chrono::seconds(4));
+TEST_CASE_FIXTURE(descriptors_checked, "wake() from another thread ends a blocked wait") {
+    backend b;
+    auto start = clock_type::now();
+    std::thread waker([&b] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        b.wake();
+    });
+    seen woken = wait_for(b, nullptr, [](const seen& s) { return s.events > 0; });
+    waker.join();
+    CHECK(woken.events == 1);
+    CHECK(clock_type::now() - start < std::chrono::seconds(4));
 
-        // Consumed: the next poll is quiet.
-        CHECK(collect(b, nullptr, std::chrono::milliseconds(20)).events == 0);
+    // Consumed: the next poll is quiet.
+    CHECK(collect(b, nullptr, std::chrono::milliseconds(20)).events == 0);
 
-        // A wake-up before the wait is kept until a wait collects it, and several coalesce.
-        b.wake();
-        b.wake();
-        b.wake();
-        CHECK(collect(b, nullptr, std::chrono::milliseconds(50)).events == 1);
-    }
-    CHECK(open_descriptors() == before);
+    // A wake-up before the wait is kept until a wait collects it, and several coalesce.
+    b.wake();
+    b.wake();
+    b.wake();
+    CHECK(collect(b, nullptr, std::chrono::milliseconds(50)).events == 1);
 }
 
 TEST_CASE("many wake() calls from several threads never lose the last one") {
@@ -218,96 +189,79 @@ TEST_CASE("many wake() calls from several threads never lose the last one") {
     CHECK(collect(b, nullptr, std::chrono::milliseconds(100)).events == 1);
 }
 
-TEST_CASE("a closed descriptor produces no further events, even when its number is reused") {
-    int before = open_descriptors();
-    {
-        backend b;
-        socket_pair p;
-        descriptor_state d;
-        d.fd = p.fd[0];
+TEST_CASE_FIXTURE(registered_pair_test, "a closed descriptor produces no further events, even when its number is reused") {
+    (void)collect(b, &d, std::chrono::milliseconds(20));
+
+    int number = p.fd[0];
+    b.deregister_descriptor(d);
+    p.close(0);
+    d.fd = -1;
+    (void)::shutdown(p.fd[1], SHUT_RDWR);  // would be a hang-up for a live descriptor
+    CHECK(collect(b, &d, std::chrono::milliseconds(50)).events == 0);
+
+    // The number comes back for a new socket: the old registration must not follow it.
+    socket_pair q;
+    REQUIRE(q.fd[0] == number);
+    REQUIRE(::write(q.fd[1], "x", 1) == 1);
+    CHECK(collect(b, &d, std::chrono::milliseconds(50)).events == 0);
+
+    // ...and the new socket can be registered under the same number.
+    descriptor_state e;
+    e.fd = q.fd[0];
+    REQUIRE(b.register_descriptor(e) == 0);
+    seen s = wait_for(b, &e, [](const seen& x) { return x.readable && x.writable; });
+    CHECK(s.readable);
+    CHECK(s.writable);
+}
+
+TEST_CASE_FIXTURE(descriptors_checked, "a listening socket is readable when a connection arrives") {
+    backend b;
+    std::uint16_t port = 0;
+    descriptor_state listener;
+    listener.fd = listen_loopback(port);
+    REQUIRE(b.register_descriptor(listener) == 0);
+    CHECK_FALSE(collect(b, &listener, std::chrono::milliseconds(20)).readable);
+
+    sys::result c = sys::socket(AF_INET);
+    REQUIRE(c);
+    sockaddr_in a = loopback(port);
+    sys::result r = sys::connect(int(c.value), reinterpret_cast<sockaddr*>(&a), sizeof a);
+    CHECK((r || r.error == EINPROGRESS));
+
+    CHECK(wait_for(b, &listener, [](const seen& s) { return s.readable; }).readable);
+    sockaddr_storage peer{};
+    sys::result accepted = sys::accept(listener.fd, &peer);
+    REQUIRE(accepted);
+    CHECK(reinterpret_cast<sockaddr_in*>(&peer)->sin_addr.s_addr == htonl(INADDR_LOOPBACK));
+    // Accepted sockets are non-blocking on every platform (BSD: no accept4, fcntl instead).
+    CHECK((::fcntl(int(accepted.value), F_GETFL) & O_NONBLOCK) != 0);
+    CHECK((::fcntl(int(accepted.value), F_GETFD) & FD_CLOEXEC) != 0);
+
+    ::close(int(accepted.value));
+    ::close(int(c.value));
+    ::close(listener.fd);
+}
+
+TEST_CASE_FIXTURE(descriptors_checked, "a refused connect is reported writable, with SO_ERROR = ECONNREFUSED") {
+    backend b;
+    sockaddr_in a = loopback(closed_port());
+    sys::result c = sys::socket(AF_INET);
+    REQUIRE(c);
+    descriptor_state d;
+    d.fd = int(c.value);
+    sys::result r = sys::connect(d.fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    if (r || r.error != EINPROGRESS) {
+        MESSAGE("connect() to a closed loopback port finished synchronously (error ", r.error,
+                "): the asynchronous report cannot be tested here");
+        CHECK((r.error == ECONNREFUSED));
+    } else {
         REQUIRE(b.register_descriptor(d) == 0);
-        (void)collect(b, &d, std::chrono::milliseconds(20));
-
-        int number = p.fd[0];
-        b.deregister_descriptor(d);
-        p.close(0);
-        d.fd = -1;
-        (void)::shutdown(p.fd[1], SHUT_RDWR);  // would be a hang-up for a live descriptor
-        CHECK(collect(b, &d, std::chrono::milliseconds(50)).events == 0);
-
-        // The number comes back for a new socket: the old registration must not follow it.
-        socket_pair q;
-        REQUIRE(q.fd[0] == number);
-        REQUIRE(::write(q.fd[1], "x", 1) == 1);
-        CHECK(collect(b, &d, std::chrono::milliseconds(50)).events == 0);
-
-        // ...and the new socket can be registered under the same number.
-        descriptor_state e;
-        e.fd = q.fd[0];
-        REQUIRE(b.register_descriptor(e) == 0);
-        seen s = wait_for(b, &e, [](const seen& x) { return x.readable && x.writable; });
-        CHECK(s.readable);
+        seen s = wait_for(b, &d, [](const seen& x) { return x.writable && x.hung_up; });
         CHECK(s.writable);
+        CHECK(s.hung_up);
+        CHECK(sys::socket_error(d.fd) == ECONNREFUSED);
     }
-    CHECK(open_descriptors() == before);
-}
-
-TEST_CASE("a listening socket is readable when a connection arrives") {
-    int before = open_descriptors();
-    {
-        backend b;
-        std::uint16_t port = 0;
-        descriptor_state listener;
-        listener.fd = listen_loopback(port);
-        REQUIRE(b.register_descriptor(listener) == 0);
-        CHECK_FALSE(collect(b, &listener, std::chrono::milliseconds(20)).readable);
-
-        sys::result c = sys::socket(AF_INET);
-        REQUIRE(c);
-        sockaddr_in a = loopback(port);
-        sys::result r = sys::connect(int(c.value), reinterpret_cast<sockaddr*>(&a), sizeof a);
-        CHECK((r || r.error == EINPROGRESS));
-
-        CHECK(wait_for(b, &listener, [](const seen& s) { return s.readable; }).readable);
-        sockaddr_storage peer{};
-        sys::result accepted = sys::accept(listener.fd, &peer);
-        REQUIRE(accepted);
-        CHECK(reinterpret_cast<sockaddr_in*>(&peer)->sin_addr.s_addr == htonl(INADDR_LOOPBACK));
-        // Accepted sockets are non-blocking on every platform (BSD: no accept4, fcntl instead).
-        CHECK((::fcntl(int(accepted.value), F_GETFL) & O_NONBLOCK) != 0);
-        CHECK((::fcntl(int(accepted.value), F_GETFD) & FD_CLOEXEC) != 0);
-
-        ::close(int(accepted.value));
-        ::close(int(c.value));
-        ::close(listener.fd);
-    }
-    CHECK(open_descriptors() == before);
-}
-
-TEST_CASE("a refused connect is reported writable, with SO_ERROR = ECONNREFUSED") {
-    int before = open_descriptors();
-    {
-        backend b;
-        sockaddr_in a = loopback(closed_port());
-        sys::result c = sys::socket(AF_INET);
-        REQUIRE(c);
-        descriptor_state d;
-        d.fd = int(c.value);
-        sys::result r = sys::connect(d.fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-        if (r || r.error != EINPROGRESS) {
-            MESSAGE("connect() to a closed loopback port finished synchronously (error ", r.error,
-                    "): the asynchronous report cannot be tested here");
-            CHECK((r.error == ECONNREFUSED));
-        } else {
-            REQUIRE(b.register_descriptor(d) == 0);
-            seen s = wait_for(b, &d, [](const seen& x) { return x.writable && x.hung_up; });
-            CHECK(s.writable);
-            CHECK(s.hung_up);
-            CHECK(sys::socket_error(d.fd) == ECONNREFUSED);
-        }
-        ::close(d.fd);
-    }
-    CHECK(open_descriptors() == before);
+    ::close(d.fd);
 }
 
 #ifdef TISOCK_FAULT_INJECTION
@@ -331,12 +285,11 @@ struct fault_scope {
 };
 }  // namespace
 
-TEST_CASE("backend failures: constructor throws and leaks nothing, EINTR is an empty wait") {
-    int before = open_descriptors();
+TEST_CASE_FIXTURE(descriptors_checked, "backend failures: constructor throws and leaks nothing, EINTR is an empty wait") {
     for (sys::call c : {sys::call::poller_create, sys::call::wake_create}) {
         fault_scope f(c, EMFILE);
         CHECK_THROWS_AS(backend{}, std::system_error);
-        CHECK(open_descriptors() == before);
+        CHECK(open_descriptor_count() == fds);
     }
     {
         backend b;
@@ -359,6 +312,5 @@ TEST_CASE("backend failures: constructor throws and leaks nothing, EINTR is an e
         }
         CHECK(b.register_descriptor(d) == 0);
     }
-    CHECK(open_descriptors() == before);
 }
 #endif

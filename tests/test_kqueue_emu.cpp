@@ -4,7 +4,6 @@
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/event.h>
@@ -16,24 +15,14 @@
 #include <thread>
 #include <vector>
 
+#include "foundation_support.hpp"
+
 namespace {
 
+using tisock_test::descriptors_checked;
+using tisock_test::loopback;
+using tisock_test::socket_pair;
 using clock_type = std::chrono::steady_clock;
-
-int open_descriptors() {
-    int n = 0;
-    if (DIR* dir = ::opendir("/proc/self/fd")) {
-        while (::readdir(dir) != nullptr) ++n;
-        ::closedir(dir);
-    }
-    return n;
-}
-
-// Fails the test when a test case leaves a descriptor open (the kqueue's included).
-struct no_leaks {
-    int before = open_descriptors();
-    ~no_leaks() { CHECK(open_descriptors() == before); }
-};
 
 struct kq_handle {
     int fd = ::kqueue();
@@ -75,23 +64,6 @@ int count_events(const std::vector<struct kevent>& events, int ident, int filter
     int n = 0;
     for (const struct kevent& e : events) n += e.ident == std::uintptr_t(ident) && e.filter == filter;
     return n;
-}
-
-struct socket_pair {
-    int fd[2] = {-1, -1};
-    socket_pair() { REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fd) == 0); }
-    ~socket_pair() {
-        for (int f : fd)
-            if (f >= 0) ::close(f);
-    }
-};
-
-sockaddr_in loopback(std::uint16_t port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    return a;
 }
 
 int listener(std::uint16_t& port) {
@@ -137,8 +109,7 @@ struct tcp_pair {
 
 }  // namespace
 
-TEST_CASE("EV_CLEAR: each arrival is reported once, with the bytes available in data") {
-    no_leaks check;
+TEST_CASE_FIXTURE(descriptors_checked, "EV_CLEAR: each arrival is reported once, with the bytes available in data") {
     kq_handle kq;
     socket_pair p;
     int tag = 0;
@@ -168,8 +139,7 @@ TEST_CASE("EV_CLEAR: each arrival is reported once, with the bytes available in 
     CHECK(poll_events(kq.fd, 50).empty());
 }
 
-TEST_CASE("without EV_CLEAR an event repeats while its condition holds") {
-    no_leaks check;
+TEST_CASE_FIXTURE(descriptors_checked, "without EV_CLEAR an event repeats while its condition holds") {
     kq_handle kq;
     socket_pair p;
     REQUIRE(add(kq.fd, p.fd[0], EVFILT_READ, EV_ADD) == 0);
@@ -181,8 +151,7 @@ TEST_CASE("without EV_CLEAR an event repeats while its condition holds") {
     CHECK(poll_events(kq.fd, 50).empty());
 }
 
-TEST_CASE("EV_ONESHOT, EV_DISABLE and EV_ENABLE") {
-    no_leaks check;
+TEST_CASE_FIXTURE(descriptors_checked, "EV_ONESHOT, EV_DISABLE and EV_ENABLE") {
     kq_handle kq;
     socket_pair p;
     REQUIRE(add(kq.fd, p.fd[0], EVFILT_READ, EV_ADD | EV_ONESHOT) == 0);
@@ -202,8 +171,7 @@ TEST_CASE("EV_ONESHOT, EV_DISABLE and EV_ENABLE") {
     CHECK(got[0].data == 3);
 }
 
-TEST_CASE("EVFILT_WRITE: data is the free send space; a drained buffer is an edge") {
-    no_leaks check;
+TEST_CASE_FIXTURE(descriptors_checked, "EVFILT_WRITE: data is the free send space; a drained buffer is an edge") {
     kq_handle kq;
     tcp_pair t;
     int sndbuf = 0;
@@ -247,8 +215,7 @@ TEST_CASE("EVFILT_WRITE: data is the free send space; a drained buffer is an edg
     CHECK(sent > 0);
 }
 
-TEST_CASE("EV_EOF when the peer shuts down writing, with the remaining bytes in data") {
-    no_leaks check;
+TEST_CASE_FIXTURE(descriptors_checked, "EV_EOF when the peer shuts down writing, with the remaining bytes in data") {
     kq_handle kq;
     tcp_pair t;
     REQUIRE(add(kq.fd, t.fd[0], EVFILT_READ, EV_ADD | EV_CLEAR) == 0);
@@ -266,8 +233,7 @@ TEST_CASE("EV_EOF when the peer shuts down writing, with the remaining bytes in 
     CHECK(::recv(t.fd[0], buffer, sizeof buffer, 0) == 0);
 }
 
-TEST_CASE("a listening socket: EVFILT_READ data counts the pending connections") {
-    no_leaks check;
+TEST_CASE_FIXTURE(descriptors_checked, "a listening socket: EVFILT_READ data counts the pending connections") {
     kq_handle kq;
     std::uint16_t port = 0;
     int l = listener(port);
@@ -284,8 +250,7 @@ TEST_CASE("a listening socket: EVFILT_READ data counts the pending connections")
     for (int fd : {a, b, x, y, l}) ::close(fd);
 }
 
-TEST_CASE("a refused connect: EVFILT_WRITE with EV_EOF, the errno in fflags") {
-    no_leaks check;
+TEST_CASE_FIXTURE(descriptors_checked, "a refused connect: EVFILT_WRITE with EV_EOF, the errno in fflags") {
     kq_handle kq;
     std::uint16_t port = 0;
     ::close(listener(port));  // a port nobody listens on
@@ -314,8 +279,7 @@ TEST_CASE("a refused connect: EVFILT_WRITE with EV_EOF, the errno in fflags") {
     }
 }
 
-TEST_CASE("EVFILT_USER: NOTE_TRIGGER from another thread wakes a blocked kevent()") {
-    no_leaks check;
+TEST_CASE_FIXTURE(descriptors_checked, "EVFILT_USER: NOTE_TRIGGER from another thread wakes a blocked kevent()") {
     kq_handle kq;
     int tag = 0;
     struct kevent change{};
@@ -358,8 +322,7 @@ TEST_CASE("EVFILT_USER: NOTE_TRIGGER from another thread wakes a blocked kevent(
     CHECK(poll_events(other.fd, 0).empty());  // EV_ONESHOT: deleted on delivery
 }
 
-TEST_CASE("timeouts: zero polls, a timeout waits that long, and a signal-free wait is not cut short") {
-    no_leaks check;
+TEST_CASE_FIXTURE(descriptors_checked, "timeouts: zero polls, a timeout waits that long, and a signal-free wait is not cut short") {
     kq_handle kq;
     auto start = clock_type::now();
     CHECK(poll_events(kq.fd, 0).empty());
@@ -394,8 +357,7 @@ TEST_CASE("timeouts: zero polls, a timeout waits that long, and a signal-free wa
     CHECK(errno == EINVAL);
 }
 
-TEST_CASE("change-list errors: EV_ERROR in the event list, or -1 with errno") {
-    no_leaks check;
+TEST_CASE_FIXTURE(descriptors_checked, "change-list errors: EV_ERROR in the event list, or -1 with errno") {
     kq_handle kq;
     socket_pair p;
     REQUIRE(add(kq.fd, p.fd[0], EVFILT_READ, EV_ADD | EV_CLEAR) == 0);
@@ -434,8 +396,7 @@ TEST_CASE("change-list errors: EV_ERROR in the event list, or -1 with errno") {
     CHECK(errno == ENOENT);
 }
 
-TEST_CASE("closing a descriptor removes its events, also when the number is reused") {
-    no_leaks check;
+TEST_CASE_FIXTURE(descriptors_checked, "closing a descriptor removes its events, also when the number is reused") {
     kq_handle kq;
     int number = -1;
     {
@@ -467,8 +428,7 @@ TEST_CASE("closing a descriptor removes its events, also when the number is reus
     CHECK(got[0].data == 1);
 }
 
-TEST_CASE("an event list of one still delivers both filters, over two calls") {
-    no_leaks check;
+TEST_CASE_FIXTURE(descriptors_checked, "an event list of one still delivers both filters, over two calls") {
     kq_handle kq;
     socket_pair p;
     REQUIRE(add(kq.fd, p.fd[0], EVFILT_READ, EV_ADD | EV_CLEAR) == 0);

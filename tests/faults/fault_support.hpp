@@ -22,7 +22,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <exception>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -42,6 +41,7 @@ using std::chrono::milliseconds;
 // mean something else here, see below).
 using tisock_test::bytes_of;
 using tisock_test::closed_port;
+using tisock_test::descriptors_checked;
 using tisock_test::open_descriptor_count;
 using tisock_test::port_of;
 using tisock_test::send_all;
@@ -197,20 +197,6 @@ inline bool inject(long& value, int& error, int e) {
     error = e;
     return true;
 }
-
-// A fault test's frame (TEST_CASE_FIXTURE(descriptors_checked, ...)): the descriptors open
-// when it began, checked again once everything the test made is gone. The fixture outlives
-// the test body, so the check runs after the body's reactor and sockets are destroyed; it is
-// skipped when the body ended by an exception (a failed REQUIRE), as the test's last line was.
-struct descriptors_checked {
-    int fds = open_descriptor_count();
-    descriptors_checked() = default;
-    descriptors_checked(const descriptors_checked&) = delete;
-    descriptors_checked& operator=(const descriptors_checked&) = delete;
-    ~descriptors_checked() {
-        if (std::uncaught_exceptions() == 0) CHECK(open_descriptor_count() == fds);
-    }
-};
 
 // ---- private network namespaces ---------------------------------------------------------------
 
