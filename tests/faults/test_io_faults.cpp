@@ -139,6 +139,12 @@ tisock::task<void> read_expecting(tcp s, std::span<std::byte> into, std::error_c
     ++completions;
 }
 
+// A test over one connection, checked for leaked descriptors once both are gone.
+struct connection_test : descriptors_checked {
+    reactor r;
+    connection c{r};
+};
+
 }  // namespace
 
 TEST_CASE("C2 peer reset during a pending read: ECONNRESET, state error, error callback once, descriptor closed") {
@@ -275,9 +281,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "H2 write timeout against a peer that nev
     CHECK(c.s().state() == state::error);
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "C1 orderly FIN: end of stream, not an error; the socket stays connected") {
-    reactor r;
-    connection c(r);
+TEST_CASE_FIXTURE(connection_test, "C1 orderly FIN: end of stream, not an error; the socket stays connected") {
     send_all(c.peer.get(), "bye");
     ::shutdown(c.peer.get(), SHUT_WR);
     reads rd;
@@ -305,9 +309,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "C1 orderly FIN: end of stream, not an er
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "C3 peer closes with our data unread: ECONNRESET on the pending read") {
-    reactor r;
-    connection c(r);
+TEST_CASE_FIXTURE(connection_test, "C3 peer closes with our data unread: ECONNRESET on the pending read") {
     int writes = 0;
     c.s().write(tisock::buffer::from_string("never read"), [&](const io_event& e) { writes += e.success ? 1 : 100; });
     REQUIRE(run_until(r, [&] { return writes == 1; }));
@@ -322,9 +324,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "C3 peer closes with our data unread: ECO
     CHECK(c.s().state() == state::error);
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "C7 data arriving while nobody reads does not make the loop spin") {
-    reactor r;
-    connection c(r);
+TEST_CASE_FIXTURE(connection_test, "C7 data arriving while nobody reads does not make the loop spin") {
     send_all(c.peer.get(), "unexpected");
     double cpu0 = cpu_seconds();
     tisock::spawn(r, sleep_task(r, 100ms));
@@ -342,9 +342,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "C7 data arriving while nobody reads does
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "C9 an out-of-band byte does not wedge the loop") {
-    reactor r;
-    connection c(r);
+TEST_CASE_FIXTURE(connection_test, "C9 an out-of-band byte does not wedge the loop") {
     reads rd;
     rd.start(c.s(), true);
     pump(r, 10ms);
@@ -360,9 +358,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "C9 an out-of-band byte does not wedge th
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "C13 a second concurrent read throws state_error; the first one is unaffected") {
-    reactor r;
-    connection c(r);
+TEST_CASE_FIXTURE(connection_test, "C13 a second concurrent read throws state_error; the first one is unaffected") {
     reads first, second;
     first.start(c.s());
     CHECK_THROWS_AS(second.start(c.s()), tisock::state_error);
@@ -386,9 +382,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "C13 a second concurrent read throws stat
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "D4 injected short sends and EAGAIN storms: 1 MiB arrives intact") {
-    reactor r;
-    connection c(r);
+TEST_CASE_FIXTURE(connection_test, "D4 injected short sends and EAGAIN storms: 1 MiB arrives intact") {
     // A real short send or EAGAIN means the send buffer is full, and the kernel signals
     // writability again once space frees up; the library waits for that edge. An
     // injected one leaves the buffer empty, so the hook supplies the edge as the kernel
@@ -435,9 +429,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "D4 injected short sends and EAGAIN storm
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "D5 10,000 queued writes complete in FIFO order; close() cancels the rest, in order") {
-    reactor r;
-    connection c(r);
+TEST_CASE_FIXTURE(connection_test, "D5 10,000 queued writes complete in FIFO order; close() cancels the rest, in order") {
     int small = 4096;
     ::setsockopt(c.s().native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
     ::setsockopt(c.peer.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
@@ -487,9 +479,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "D5 10,000 queued writes complete in FIFO
     CHECK(received == pattern(0, received.size()));
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "D7 write after shutdown() throws state_error") {
-    reactor r;
-    connection c(r);
+TEST_CASE_FIXTURE(connection_test, "D7 write after shutdown() throws state_error") {
     int done = 0;
     c.s().shutdown([&](tcp&, std::error_code ec) { done += ec ? 100 : 1; });
     CHECK_THROWS_AS(c.s().write(tisock::buffer::from_string("late"), [](const io_event&) {}), tisock::state_error);
@@ -512,9 +502,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "D7 write after shutdown() throws state_e
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "E3 write then shutdown delivers every byte before end of stream") {
-    reactor r;
-    connection c(r);
+TEST_CASE_FIXTURE(connection_test, "E3 write then shutdown delivers every byte before end of stream") {
     constexpr std::size_t total = 4u << 20, chunk = 1u << 20;
     std::vector<int> order;
     for (std::size_t off = 0; off < total; off += chunk) {
@@ -533,9 +521,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "E3 write then shutdown delivers every by
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "D8 EAGAIN storm: 64 MiB queued to a peer that does not read; the loop idles, nothing is lost") {
-    reactor r;
-    connection c(r);
+TEST_CASE_FIXTURE(connection_test, "D8 EAGAIN storm: 64 MiB queued to a peer that does not read; the loop idles, nothing is lost") {
     constexpr std::size_t total = 64u << 20, chunk = 1u << 20;
     int done = 0;
     for (std::size_t off = 0; off < total; off += chunk) {
