@@ -17,6 +17,16 @@ using tisock::detail::sys::call;
 
 namespace {
 
+// What listen() threw: no error when it did not throw.
+std::error_code listen_error(const tcp& s) {
+    try {
+        s.listen();
+    } catch (const std::system_error& e) {
+        return e.code();
+    }
+    return {};
+}
+
 // A listener on 127.0.0.1:0 that stores what accept() hands it.
 struct listener_fixture {
     int accepted = 0;
@@ -63,12 +73,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "B6 listen on a port in use: system_error
         int errors = 0;
         tcp s(r, {.host = "127.0.0.1", .port = p,
                   .error = [&](tcp&, const std::string&, std::error_code) { ++errors; }});
-        std::error_code ec;
-        try {
-            s.listen();
-        } catch (const std::system_error& e) {
-            ec = e.code();
-        }
+        std::error_code ec = listen_error(s);
         CHECK(ec == std::errc::address_in_use);
         CHECK(s.state() == state::error);
         CHECK(s.native_handle() == -1);
@@ -82,12 +87,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "B6 listen on a port in use: system_error
 TEST_CASE_FIXTURE(descriptors_checked, "B7 bind errors: an address not on this host, wildcards refused") {
     reactor r;
     tcp s(r, {.host = "192.0.2.1", .port = 0});
-    std::error_code ec;
-    try {
-        s.listen();
-    } catch (const std::system_error& e) {
-        ec = e.code();
-    }
+    std::error_code ec = listen_error(s);
     CHECK(ec == std::errc::address_not_available);
     CHECK(s.state() == state::error);
     CHECK(s.native_handle() == -1);
