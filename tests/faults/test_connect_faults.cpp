@@ -89,6 +89,30 @@ tisock::task<void> close_after(reactor& r, tcp s, milliseconds d) {
     s.close();
 }
 
+// A coroutine connect to 127.0.0.1:port that close() ends after `delay`: its outcome lands
+// in ec and completions, the callbacks in c.
+struct closed_connect {
+    counts c;
+    tcp s;
+    std::error_code ec;
+    int completions = 0;
+
+    closed_connect(reactor& r, int port, milliseconds delay) : s(r, c.options("127.0.0.1", port)) {
+        tisock::spawn(r, connect_expecting(s, ec, completions));
+        tisock::spawn(r, close_after(r, s, delay));
+    }
+    closed_connect(const closed_connect&) = delete;
+    closed_connect& operator=(const closed_connect&) = delete;
+
+    // It completed once, canceled, and no callback ran.
+    void check_canceled_without_callbacks() const {
+        CHECK(completions == 1);
+        CHECK(ec == std::errc::operation_canceled);
+        CHECK(c.errors == 0);
+        CHECK(c.connected == 0);
+    }
+};
+
 }  // namespace
 
 TEST_CASE("A1 connection refused on 127.0.0.1 and ::1 is reported from the reactor, never inside connect()") {
@@ -155,22 +179,14 @@ TEST_CASE_FIXTURE(descriptors_checked, "A3 connect timeout against a blackhole (
 TEST_CASE_FIXTURE(descriptors_checked, "A4 connect without timeout to a blackhole stays pending until close(): operation_canceled") {
     blackhole hole;
     reactor r;
-    counts c;
-    tcp s(r, c.options("127.0.0.1", hole.port));
-    std::error_code ec;
-    int completions = 0;
-    tisock::spawn(r, connect_expecting(s, ec, completions));
-    tisock::spawn(r, close_after(r, s, 300ms));
+    closed_connect k(r, hole.port, 300ms);
     stopwatch t0;
-    REQUIRE(run_until(r, [&] { return completions > 0; }, 5s));
+    REQUIRE(run_until(r, [&] { return k.completions > 0; }, 5s));
     CHECK(t0.elapsed() >= 300ms);  // nothing ended it before close()
     pump(r, 20ms);
-    CHECK(completions == 1);
-    CHECK(ec == std::errc::operation_canceled);
-    CHECK(c.errors == 0);  // close() runs no error callback
-    CHECK(c.connected == 0);
-    CHECK(s.state() == state::closed);
-    CHECK(s.native_handle() == -1);
+    k.check_canceled_without_callbacks();  // close() runs no error callback
+    CHECK(k.s.state() == state::closed);
+    CHECK(k.s.native_handle() == -1);
 }
 
 TEST_CASE_FIXTURE(descriptors_checked, "A5 close while connecting: no callback at all, state closed, descriptor closed") {
@@ -218,18 +234,10 @@ TEST_CASE_FIXTURE(descriptors_checked, "A5 close while connecting: no callback a
         if (s.state() == state::connected) s.close();
     }
     SUBCASE("coroutine: the connect completes exactly once with operation_canceled") {
-        counts c;
-        tcp s(r, c.options("127.0.0.1", hole.port));
-        std::error_code ec;
-        int completions = 0;
-        tisock::spawn(r, connect_expecting(s, ec, completions));
-        tisock::spawn(r, close_after(r, s, 1ms));
-        REQUIRE(run_until(r, [&] { return completions > 0; }, 5s));
+        closed_connect k(r, hole.port, 1ms);
+        REQUIRE(run_until(r, [&] { return k.completions > 0; }, 5s));
         pump(r, 50ms);
-        CHECK(completions == 1);
-        CHECK(ec == std::errc::operation_canceled);
-        CHECK(c.errors == 0);
-        CHECK(c.connected == 0);
+        k.check_canceled_without_callbacks();
     }
 }
 
