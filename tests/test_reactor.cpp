@@ -585,3 +585,31 @@ TEST_CASE("pending posted handlers are destroyed, not run, with the reactor") {
     CHECK(handler_called == 0);
     CHECK(tracked::alive() == 0);
 }
+
+// A nested run*() from a handler of the same reactor would take over the event batch the
+// outer call is walking; it is refused, and the refusal propagates like any handler
+// exception, leaving the reactor usable.
+TEST_CASE("run*() and poll() from inside one of the reactor's own handlers throw state_error") {
+    watchdog wd{10s};
+    reactor r;
+    int nested_refused = 0;
+    r.post([&] {
+        try {
+            r.run();
+        } catch (const tisock::state_error&) {
+            ++nested_refused;
+        }
+        try {
+            r.poll();
+        } catch (const tisock::state_error&) {
+            ++nested_refused;
+        }
+        throw std::runtime_error("out");
+    });
+    CHECK_THROWS_AS(r.run(), std::runtime_error);
+    CHECK(nested_refused == 2);
+    int later = 0;
+    r.post([&] { ++later; });
+    CHECK(r.run() == 1);
+    CHECK(later == 1);
+}

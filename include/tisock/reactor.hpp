@@ -321,6 +321,9 @@ private:
 
     // The one run loop behind run/run_for/run_one/poll.
     std::size_t run_until(detail::clock::time_point limit, bool one, bool may_block) {
+        // A nested run*() from one of this reactor's own handlers would take over the event
+        // batch the outer call is walking (skipping or replaying events): refused.
+        if (run_depth_ > 0) throw state_error("tisock::reactor: run*()/poll() called from inside one of its own handlers");
         struct scope {
             reactor* self;
             reactor* saved = detail::running_reactor;
