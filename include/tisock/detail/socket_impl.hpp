@@ -169,7 +169,7 @@ struct pending_connection {
 class socket_impl final : public reactor_member {
 public:
     socket_impl(reactor& r, tcp_options options) : reactor_(&r), options_(std::move(options)) {
-        if (options_.listen_queue_size < 0) throw std::invalid_argument("tisock: listen_queue_size must be >= 0");
+        check_queue_size(options_.listen_queue_size);
         read_waiter_.self = write_waiter_.self = this;
         read_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_readable(); };
         write_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_writable(); };
@@ -226,8 +226,11 @@ public:
         (void)host();  // settle a lazily formatted peer address before anything replaces it
         options_.*field = std::forward<Value>(v);
     }
-    void set_listen_queue_size(int n) {
+    static void check_queue_size(int n) {
         if (n < 0) throw std::invalid_argument("tisock: listen_queue_size must be >= 0");
+    }
+    void set_listen_queue_size(int n) {
+        check_queue_size(n);
         options_.listen_queue_size = n;
     }
     template <class F>
@@ -239,10 +242,7 @@ public:
     int local_port() const { return local_address().second; }
 
     void set_socket_option(int level, int name, int value, const char* what) {
-        if (state_ != state::connected) {
-            throw state_error(std::string("tisock: ") + what + " needs a connected socket (state is " +
-                              std::string(to_string(state_)) + ")");
-        }
+        check_connected(what);
         if (sys::result r = sys::set_int_option(d_->fd, level, name, value); !r) throw_errno(r.error, what);
     }
 
@@ -252,7 +252,9 @@ public:
     // never on an accepted socket.
     void check_can_start(const char* what) const {
         check_reactor();
-        if (inbound_) throw state_error(std::string("tisock: ") + what + " on an accepted socket (accepted sockets are never reused)");
+        if (inbound_) {
+            throw state_error(std::string("tisock: ") + what + " on an accepted socket (accepted sockets are never reused)");
+        }
         if (connecting_) throw state_error(std::string("tisock: ") + what + " while a connect is in flight");
         if (state_ == state::connected || state_ == state::listening) {
             throw state_error(std::string("tisock: ") + what + " on a " + std::string(to_string(state_)) + " socket");
@@ -598,7 +600,7 @@ private:
         if (job.gai_error != 0) {
             connect_->last_error = job.gai_error == EAI_SYSTEM ? errno_code(job.sys_errno)
                                                               : std::error_code(job.gai_error, resolver_category());
-            connect_failed(false);
+            connect_failed();
             return;
         }
         connect_->candidates = std::move(job.endpoints);
@@ -631,7 +633,7 @@ private:
             c.last_error = errno_code(r.error);
             release_descriptor();
         }
-        connect_failed(inside_call);
+        connect_failed();
     }
 
     void on_connect_writable() {
@@ -669,6 +671,11 @@ private:
     void announce_connected() {
         socket_ref keep(this);
         connect_op* waiting = std::exchange(connect_waiter_, nullptr);
+        // A close() before this report, or inside the observer, turns the waiter's success
+        // into operation_canceled.
+        auto settle = [&] {
+            if (state_ != state::connected && !waiting->ec) waiting->ec = std::make_error_code(std::errc::operation_canceled);
+        };
         if (state_ == state::connected) {
             try {
                 notify_connected();
@@ -676,20 +683,21 @@ private:
                 // The observer threw (it propagates out of run*()): the waiting coroutine
                 // still resumes, from the run loop, instead of staying suspended forever.
                 if (waiting != nullptr) {
-                    if (state_ != state::connected && !waiting->ec) waiting->ec = std::make_error_code(std::errc::operation_canceled);
+                    settle();
                     complete_later(*waiting);
                 }
                 throw;
             }
         }
         if (waiting != nullptr) {
-            if (state_ != state::connected && !waiting->ec) waiting->ec = std::make_error_code(std::errc::operation_canceled);
+            settle();
             complete_now(*waiting);
         }
     }
 
-    void connect_failed(bool inside_call) {
-        (void)inside_call;  // always reported through the queue
+
+    // Reported through the queue whether or not it happens inside connect().
+    void connect_failed() {
         std::error_code ec = connect_->last_error ? connect_->last_error : std::make_error_code(std::errc::host_unreachable);
         socket_ref keep = end_connecting();
         release_descriptor();
@@ -969,7 +977,7 @@ private:
         if (connecting_) {
             connect_->last_error = std::make_error_code(std::errc::timed_out);
             cancel_resolution();
-            connect_failed(false);
+            connect_failed();
             return;
         }
         fail(std::make_error_code(std::errc::timed_out));  // a write did not finish in time
