@@ -443,6 +443,32 @@ template <class In, class Out>
 task<void> copy_stream(In& input, Out& output, std::size_t max_chunk, std::size_t& written) {
     written = co_await stream::async_write_stream(input, output, max_chunk);
 }
+
+// One write_stream from `input` to `output` in `st`: the callback form records into `cb`,
+// the coroutine form (copy_stream) its count into `written` and its end into `copied`.
+// Started once; not copyable, as the callback refers to it.
+struct write_stream_run {
+    copy_result cb;
+    std::size_t written = 0;
+    outcome copied;
+
+    write_stream_run() = default;
+    write_stream_run(const write_stream_run&) = delete;
+    write_stream_run& operator=(const write_stream_run&) = delete;
+
+    template <class In, class Out>
+    void start(reactor& r, style st, In& input, Out& output, std::size_t max_chunk) {
+        if (st == style::coroutine) {
+            tisock_test::start(r, copy_stream(input, output, max_chunk, written), copied);
+        } else {
+            stream::write_stream(input, output, max_chunk, [this](const io_event& e) {
+                ++cb.calls;
+                cb.last = e;
+            });
+        }
+    }
+    bool done(style st) const { return st == style::coroutine ? copied.done : cb.calls > 0; }
+};
 }  // namespace
 
 TEST_CASE("write_stream: 16 MiB from a socket into a buffer_stream, intact") {
@@ -454,32 +480,21 @@ TEST_CASE("write_stream: 16 MiB from a socket into a buffer_stream, intact") {
         buffer sink = buffer::from_string(mode == stream_mode::append ? "prefix:" : "XXXXXXX");
         const std::size_t prefix = mode == stream_mode::append ? sink.length() : 0;
         buffer_stream out(sink, mode);
-        copy_result cb;
-        std::size_t written = 0;
-        outcome copied;
-        if (st == style::coroutine) {
-            start(r, copy_stream(t.inbound, out, 65536, written), copied);
-        } else {
-            stream::write_stream(t.inbound, out, 65536, [&cb](const io_event& e) {
-                ++cb.calls;
-                cb.last = e;
-            });
-        }
+        write_stream_run copy;
+        copy.start(r, st, t.inbound, out, 65536);
         sender s;
         s.start(r, st, t.client, payload);
-        REQUIRE(run_until(
-            r, [&] { return s.finished(st) && (st == style::coroutine ? copied.done : cb.calls > 0); },
-            transfer_limit));
+        REQUIRE(run_until(r, [&] { return s.finished(st) && copy.done(st); }, transfer_limit));
         s.check(st);
         if (st == style::coroutine) {
-            CHECK_MESSAGE(!copied.error, copied.what());
-            CHECK(written == sixteen_mib);
+            CHECK_MESSAGE(!copy.copied.error, copy.copied.what());
+            CHECK(copy.written == sixteen_mib);
         } else {
             run_for_at_least(r, 20ms);
-            CHECK(cb.calls == 1);
-            CHECK(cb.last->success);
-            CHECK(cb.last->bytes_processed == std::int64_t(sixteen_mib));
-            CHECK(cb.last->source == t.inbound);
+            CHECK(copy.cb.calls == 1);
+            CHECK(copy.cb.last->success);
+            CHECK(copy.cb.last->bytes_processed == std::int64_t(sixteen_mib));
+            CHECK(copy.cb.last->source == t.inbound);
         }
         REQUIRE(sink.length() == prefix + sixteen_mib);
         CHECK(checksum(sink.span().subspan(prefix)) == expected);
@@ -656,25 +671,17 @@ TEST_CASE("write_stream: an input already at its end gives 0 bytes") {
         socket_trio t = connect_trio(r, host);
         buffer sink;
         buffer_stream out(sink, stream_mode::write);
-        copy_result cb;
-        std::size_t written = 99;
-        outcome copied;
-        if (st == style::coroutine) {
-            start(r, copy_stream(t.inbound, out, 64, written), copied);
-        } else {
-            stream::write_stream(t.inbound, out, 64, [&cb](const io_event& e) {
-                ++cb.calls;
-                cb.last = e;
-            });
-        }
+        write_stream_run copy;
+        copy.written = 99;  // the coroutine form must set it to 0
+        copy.start(r, st, t.inbound, out, 64);
         t.client.shutdown();
-        REQUIRE(run_until(r, [&] { return st == style::coroutine ? copied.done : cb.calls > 0; }));
+        REQUIRE(run_until(r, [&] { return copy.done(st); }));
         if (st == style::coroutine) {
-            CHECK_MESSAGE(!copied.error, copied.what());
-            CHECK(written == 0);
+            CHECK_MESSAGE(!copy.copied.error, copy.copied.what());
+            CHECK(copy.written == 0);
         } else {
-            CHECK(cb.last->success);
-            CHECK(cb.last->bytes_processed == 0);
+            CHECK(copy.cb.last->success);
+            CHECK(copy.cb.last->bytes_processed == 0);
         }
         CHECK(sink.length() == 0);
         t.close_all();
@@ -688,30 +695,21 @@ TEST_CASE("write_stream: a reset of the input is reported as a failure") {
         raw_link link(r, host);
         buffer sink;
         buffer_stream out(sink, stream_mode::write);
-        copy_result cb;
-        std::size_t written = 0;
-        outcome copied;
-        if (st == style::coroutine) {
-            start(r, copy_stream(*link.inbound, out, 1000, written), copied);
-        } else {
-            stream::write_stream(*link.inbound, out, 1000, [&cb](const io_event& e) {
-                ++cb.calls;
-                cb.last = e;
-            });
-        }
+        write_stream_run copy;
+        copy.start(r, st, *link.inbound, out, 1000);
         REQUIRE(link.peer.send_all("some bytes first"));
         REQUIRE(run_until(r, [&] { return sink.length() == 16; }));
         link.peer.reset();
-        REQUIRE(run_until(r, [&] { return st == style::coroutine ? copied.done : cb.calls > 0; }));
+        REQUIRE(run_until(r, [&] { return copy.done(st); }));
         run_for_at_least(r, 20ms);
         if (st == style::coroutine) {
-            CHECK(copied.code() == std::errc::connection_reset);
+            CHECK(copy.copied.code() == std::errc::connection_reset);
         } else {
-            CHECK(cb.calls == 1);
-            CHECK_FALSE(cb.last->success);
-            CHECK(cb.last->bytes_processed == -1);
-            CHECK(cb.last->code == std::errc::connection_reset);
-            CHECK_FALSE(cb.last->error.empty());
+            CHECK(copy.cb.calls == 1);
+            CHECK_FALSE(copy.cb.last->success);
+            CHECK(copy.cb.last->bytes_processed == -1);
+            CHECK(copy.cb.last->code == std::errc::connection_reset);
+            CHECK_FALSE(copy.cb.last->error.empty());
         }
         CHECK(text(sink) == "some bytes first");
         link.release();
