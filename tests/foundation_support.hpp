@@ -84,6 +84,17 @@ private:
     test_clock::time_point start_ = test_clock::now();
 };
 
+// Calls `f`; an `Error` it throws is counted in `caught` and goes no further (for a handler
+// or coroutine that makes a call which must be refused, and then carries on).
+template <class Error, class F>
+void count_throws(int& caught, F&& f) {
+    try {
+        std::forward<F>(f)();
+    } catch (const Error&) {
+        ++caught;
+    }
+}
+
 // A coroutine type unrelated to tisock::task: eager, owned by the caller through the
 // handle (destroy() it when done or to abandon it). Exceptions are stored in the frame.
 struct foreign_coroutine {

@@ -23,6 +23,7 @@
 
 using namespace std::chrono_literals;
 using tisock::reactor;
+using tisock_test::count_throws;
 using tisock_test::foreign_coroutine;
 using tisock_test::stopwatch;
 using tisock_test::test_clock;
@@ -594,16 +595,8 @@ TEST_CASE("run*() and poll() from inside one of the reactor's own handlers throw
     reactor r;
     int nested_refused = 0;
     r.post([&] {
-        try {
-            r.run();
-        } catch (const tisock::state_error&) {
-            ++nested_refused;
-        }
-        try {
-            r.poll();
-        } catch (const tisock::state_error&) {
-            ++nested_refused;
-        }
+        count_throws<tisock::state_error>(nested_refused, [&] { r.run(); });
+        count_throws<tisock::state_error>(nested_refused, [&] { r.poll(); });
         throw std::runtime_error("out");
     });
     CHECK_THROWS_AS(r.run(), std::runtime_error);

@@ -21,6 +21,7 @@
 using namespace std::chrono_literals;
 using tisock::reactor;
 using tisock::task;
+using tisock_test::count_throws;
 using tisock_test::foreign_coroutine;
 using tisock_test::stopwatch;
 using tisock_test::tracked;
@@ -328,20 +329,10 @@ TEST_CASE("sync_wait from inside a running reactor throws state_error") {
     watchdog wd{10s};
     reactor r;
     int threw = 0;
-    r.post([&] {
-        try {
-            (void)tisock::sync_wait(r, ready_value(1));
-        } catch (const tisock::state_error&) {
-            ++threw;
-        }
-    });
+    r.post([&] { count_throws<tisock::state_error>(threw, [&] { (void)tisock::sync_wait(r, ready_value(1)); }); });
     struct body {
         static task<void> run(reactor& r, int& threw) {
-            try {
-                (void)tisock::sync_wait(r, ready_value(1));
-            } catch (const tisock::state_error&) {
-                ++threw;
-            }
+            count_throws<tisock::state_error>(threw, [&] { (void)tisock::sync_wait(r, ready_value(1)); });
             co_return;
         }
     };
@@ -366,11 +357,7 @@ TEST_CASE("sync_wait on a reactor running further up the stack throws state_erro
             co_return;
         }
         static task<void> on_r2(reactor& r1, int& threw, int& ran) {
-            try {
-                tisock::sync_wait(r1, counting(ran));
-            } catch (const tisock::state_error&) {
-                ++threw;
-            }
+            count_throws<tisock::state_error>(threw, [&] { tisock::sync_wait(r1, counting(ran)); });
             co_return;
         }
     };
