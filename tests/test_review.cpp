@@ -50,6 +50,16 @@ tcp connect_small(tisock::reactor& r, raw_listener& l, raw_peer& peer) {
     return s;
 }
 
+// The set-up of the queued-write cases: `s`, connected by connect_small, whose writes queue
+// behind a `peer` that reads nothing until told to. It runs before the case's watchdog
+// starts; run_until's and accept's limits bound it.
+struct small_window_client {
+    tisock::reactor r;
+    raw_listener l{"127.0.0.1", 16, 4096};
+    raw_peer peer;
+    tcp s = connect_small(r, l, peer);
+};
+
 foreign_coroutine write_in_foreign(tcp s, const std::string* data) { co_await s.async_write(bytes_of(*data)); }
 
 }  // namespace
@@ -71,12 +81,8 @@ TEST_CASE("review: a connected callback that throws still resumes the coroutine 
     CHECK(reactor_is_idle(r));
 }
 
-TEST_CASE("review: a write callback that throws does not strand the writes queued behind it") {
+TEST_CASE_FIXTURE(small_window_client, "review: a write callback that throws does not strand the writes queued behind it") {
     watchdog wd(30s);
-    tisock::reactor r;
-    raw_listener l("127.0.0.1", 16, 4096);
-    raw_peer peer;
-    tcp s = connect_small(r, l, peer);
     const std::string big = pattern(1 << 20);
     const std::string tail = "tail";
     bool first_done = false, second_done = false, shut = false;
@@ -107,12 +113,8 @@ TEST_CASE("review: a write callback that throws does not strand the writes queue
     CHECK(reactor_is_idle(r));
 }
 
-TEST_CASE("review: shutdown waiting behind a write whose coroutine is destroyed still completes") {
+TEST_CASE_FIXTURE(small_window_client, "review: shutdown waiting behind a write whose coroutine is destroyed still completes") {
     watchdog wd(20s);
-    tisock::reactor r;
-    raw_listener l("127.0.0.1", 16, 4096);
-    raw_peer peer;
-    tcp s = connect_small(r, l, peer);
     const std::string big = pattern(4 << 20);
     foreign_coroutine writer = write_in_foreign(s, &big);
     REQUIRE(!writer.done());  // the write is queued: the peer reads nothing
