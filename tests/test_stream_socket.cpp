@@ -289,6 +289,22 @@ task<void> pump_into(tcp source, buffer_stream& out, pump_log& log, std::size_t 
         },
         max_chunk);
 }
+
+// A buffer_stream in `mode` over `bytes`, which hold 7 bytes to begin with: append mode keeps
+// them ("prefix:", `prefix` long) and writes after them; write mode overwrites from 0.
+// Not copyable: `out` refers to `bytes`.
+struct mode_sink {
+    explicit mode_sink(stream_mode mode)
+        : bytes(buffer::from_string(mode == stream_mode::append ? "prefix:" : "XXXXXXX")),
+          prefix(mode == stream_mode::append ? bytes.length() : 0),
+          out(bytes, mode) {}
+    mode_sink(const mode_sink&) = delete;
+    mode_sink& operator=(const mode_sink&) = delete;
+
+    buffer bytes;
+    std::size_t prefix;
+    buffer_stream out;
+};
 }  // namespace
 
 TEST_CASE("pump: 16 MiB from a socket into a buffer_stream (write and append modes), intact") {
@@ -297,23 +313,20 @@ TEST_CASE("pump: 16 MiB from a socket into a buffer_stream (write and append mod
     const std::uint64_t expected = checksum(payload.span());
     in_each_style_and_mode([&](style st, stream_mode mode, reactor& r) {
         socket_trio t = connect_trio(r, host);
-        // Append mode keeps what the buffer held; write mode overwrites from 0.
-        buffer sink = buffer::from_string(mode == stream_mode::append ? "prefix:" : "XXXXXXX");
-        const std::size_t prefix = mode == stream_mode::append ? sink.length() : 0;
-        buffer_stream out(sink, mode);
+        mode_sink sink(mode);
         pump_log log;
         log.max_chunk = 10000;  // not a power of two: chunks cannot be the kernel's pieces by luck
         log.expected_source = t.inbound;
         std::size_t returned = 0;
         outcome pumped;
         if (st == style::coroutine) {
-            start(r, pump_into(t.inbound, out, log, log.max_chunk, returned), pumped);
+            start(r, pump_into(t.inbound, sink.out, log, log.max_chunk, returned), pumped);
         } else {
             stream::pump(
                 t.inbound,
-                [&out, &log](const pump_event<tcp>& e) {
+                [&sink, &log](const pump_event<tcp>& e) {
                     log.on(e);
-                    if (e.bytes_processed > 0) stream::write(out, e.chunk);
+                    if (e.bytes_processed > 0) stream::write(sink.out, e.chunk);
                 },
                 log.max_chunk);
             CHECK(log.chunk_calls + log.final_calls == 0);  // callbacks run from the reactor only
@@ -329,9 +342,9 @@ TEST_CASE("pump: 16 MiB from a socket into a buffer_stream (write and append mod
         s.check(st);
         log.check_ended_well(std::int64_t(sixteen_mib), expected);
         CHECK(log.chunk_calls >= int(sixteen_mib / log.max_chunk));
-        REQUIRE(sink.length() == prefix + sixteen_mib);
-        CHECK(checksum(sink.span().subspan(prefix)) == expected);
-        if (mode == stream_mode::append) CHECK(text(sink.clone(0, prefix)) == "prefix:");
+        REQUIRE(sink.bytes.length() == sink.prefix + sixteen_mib);
+        CHECK(checksum(sink.bytes.span().subspan(sink.prefix)) == expected);
+        if (mode == stream_mode::append) CHECK(text(sink.bytes.clone(0, sink.prefix)) == "prefix:");
         CHECK(t.inbound.state() == tisock::state::connected);  // end of stream is not an error
         t.close_all();
         CHECK(reactor_is_idle(r));
@@ -477,11 +490,9 @@ TEST_CASE("write_stream: 16 MiB from a socket into a buffer_stream, intact") {
     const std::uint64_t expected = checksum(payload.span());
     in_each_style_and_mode([&](style st, stream_mode mode, reactor& r) {
         socket_trio t = connect_trio(r, host);
-        buffer sink = buffer::from_string(mode == stream_mode::append ? "prefix:" : "XXXXXXX");
-        const std::size_t prefix = mode == stream_mode::append ? sink.length() : 0;
-        buffer_stream out(sink, mode);
+        mode_sink sink(mode);
         write_stream_run copy;
-        copy.start(r, st, t.inbound, out, 65536);
+        copy.start(r, st, t.inbound, sink.out, 65536);
         sender s;
         s.start(r, st, t.client, payload);
         REQUIRE(run_until(r, [&] { return s.finished(st) && copy.done(st); }, transfer_limit));
@@ -496,8 +507,8 @@ TEST_CASE("write_stream: 16 MiB from a socket into a buffer_stream, intact") {
             CHECK(copy.cb.last->bytes_processed == std::int64_t(sixteen_mib));
             CHECK(copy.cb.last->source == t.inbound);
         }
-        REQUIRE(sink.length() == prefix + sixteen_mib);
-        CHECK(checksum(sink.span().subspan(prefix)) == expected);
+        REQUIRE(sink.bytes.length() == sink.prefix + sixteen_mib);
+        CHECK(checksum(sink.bytes.span().subspan(sink.prefix)) == expected);
         t.close_all();
         CHECK(reactor_is_idle(r));
     });
