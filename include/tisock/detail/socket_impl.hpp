@@ -198,7 +198,6 @@ public:
 
     state current_state() const noexcept { return state_; }
     bool is_connecting() const noexcept { return connecting_; }
-    bool is_inbound() const noexcept { return inbound_; }
     bool read_pending() const noexcept { return reading_ != nullptr; }
     const tcp_options& options() const noexcept { return options_; }
     // An inbound socket's host is its peer's address, turned into text only when asked for
