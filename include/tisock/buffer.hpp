@@ -7,6 +7,8 @@
 // buffer directly.
 #pragma once
 
+#include <tisock/detail/require_cxx20.hpp>
+
 #include <tisock/detail/codec_core.hpp>
 #include <tisock/detail/range.hpp>
 

@@ -7,6 +7,8 @@
 // anything that is not valid text in the charset at hand throws std::invalid_argument.
 #pragma once
 
+#include <tisock/detail/require_cxx20.hpp>
+
 #include <tisock/buffer.hpp>
 #include <tisock/detail/codec_core.hpp>
 #include <tisock/detail/range.hpp>

@@ -5,6 +5,8 @@
 // handler propagates out of that call and the reactor stays usable.
 #pragma once
 
+#include "detail/require_cxx20.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <coroutine>

@@ -7,6 +7,8 @@
 // namespace tisock::stream.
 #pragma once
 
+#include <tisock/detail/require_cxx20.hpp>
+
 #include <tisock/buffer.hpp>
 #include <tisock/detail/range.hpp>
 #include <tisock/error.hpp>

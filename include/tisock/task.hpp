@@ -9,6 +9,8 @@
 // by the number of sequential awaits.
 #pragma once
 
+#include "detail/require_cxx20.hpp"
+
 #include <coroutine>
 #include <exception>
 #include <memory>

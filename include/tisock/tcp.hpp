@@ -7,6 +7,8 @@
 // awaitables. Both start the same operations, so no transition is coded twice.
 #pragma once
 
+#include "detail/require_cxx20.hpp"
+
 #include <netinet/tcp.h>
 
 #include <chrono>

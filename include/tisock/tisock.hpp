@@ -1,6 +1,8 @@
 // The whole public API of tisock.
 #pragma once
 
+#include "detail/require_cxx20.hpp"
+
 #include "buffer.hpp"
 #include "codec.hpp"
 #include "error.hpp"
