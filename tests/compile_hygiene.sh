@@ -3,7 +3,9 @@
 #  1. Warnings: every public header on its own, and a program that instantiates the
 #     coroutine API (tests/consumers/main.cpp, at -O0 and -O2), compile with each compiler at
 #     -std=c++20 -Wall -Wextra -Wpedantic -Wconversion -Wshadow -Werror.
-#  2. Compile time (unless --warnings-only): a hello world including <tisock/tisock.hpp>,
+#  2. Without C++20 (-std=c++17), each public header fails with tisock's message first and
+#     a short output.
+#  3. Compile time (unless --warnings-only): a hello world including <tisock/tisock.hpp>,
 #     median of 5 object compiles at -O0 and -O2; the same program with standalone Asio's
 #     <asio.hpp> when it is installed (apt-get install libasio-dev, or ASIO_INCLUDE=dir).
 # Usage: tests/compile_hygiene.sh [--warnings-only]   (CXXS="g++ clang++" by default)
@@ -48,6 +50,39 @@ for cxx in $compilers; do
         bad=1
     fi
     [ $bad = 0 ] && echo "ok   $cxx $($cxx -dumpversion): each public header, the echo program (-O0, -O2), $flags"
+    [ $bad = 0 ] || failed=1
+done
+
+# Without C++20, each public header must stop at once with tisock's own message: the first
+# error is "tisock needs C++20 (-std=c++20)" and the output stays a few lines long (g++ 12
+# used to print some 1,000 lines, starting with "requires -fcoroutines").
+old_std=-std=c++17
+max_lines=12
+for cxx in $compilers; do
+    command -v "$cxx" >/dev/null 2>&1 || continue
+    bad=0 longest=0
+    for h in "$root"/include/tisock/*.hpp; do
+        name=${h#"$root"/include/}
+        printf '#include <%s>\nint main() {}\n' "$name" >"$tmp/old_std.cpp"
+        if $cxx $old_std -I"$root/include" -fsyntax-only "$tmp/old_std.cpp" >"$tmp/err" 2>&1; then
+            echo "FAIL $cxx $old_std: $name compiled"
+            bad=1
+            continue
+        fi
+        first=$(grep -m1 -E ': (fatal )?error:' "$tmp/err")
+        lines=$(wc -l <"$tmp/err")
+        [ "$lines" -gt "$longest" ] && longest=$lines
+        case $first in
+            *'tisock needs C++20 (-std=c++20)'*) ;;
+            *) echo "FAIL $cxx $old_std: $name: the first error is not tisock's: $first"; bad=1 ;;
+        esac
+        if [ "$lines" -gt $max_lines ]; then
+            echo "FAIL $cxx $old_std: $name: $lines lines of errors (at most $max_lines expected)"
+            head -n 30 "$tmp/err" | sed 's/^/    /'
+            bad=1
+        fi
+    done
+    [ $bad = 0 ] && echo "ok   $cxx $old_std: each public header stops with \"tisock needs C++20\" first ($longest lines at most)"
     [ $bad = 0 ] || failed=1
 done
 
