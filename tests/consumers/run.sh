@@ -8,7 +8,8 @@
 #               must build no targets and add no flags to the parent
 #   wrap-git    the same project with subprojects/tisock.wrap ([wrap-git] of this repo's
 #               HEAD commit, [provide] tisock) - committed state only
-#   pkg-config  tests/consumers/pkgconfig/build.sh against the installed tree
+#   pkg-config  tests/consumers/pkgconfig/build.sh against the installed tree; each flag of
+#               `pkg-config --cflags --libs tisock` once, -pthread in --libs
 #   cmake       tests/consumers/cmake: find_package(tisock) against the installed tree
 #   snippets    the README section's meson and cmake blocks are these consumers' build files
 # Usage: tests/consumers/run.sh   (needs meson, ninja, pkg-config, cmake, git, a C++20 g++)
@@ -114,12 +115,21 @@ consumer_copy() {  # the README's "copy include/" way, with its exact compile co
     step copy "$log" sh -c 'cd "$1" && ${CXX:-g++} -std=c++20 -pthread -I third_party/tisock/include main.cpp -o echo && ./echo' sh "$app"
 }
 
-consumer_pkgconfig() {
+check_pkgconfig_flags() {  # each flag once in --cflags --libs; -pthread for the link
+    flags=$(pkg-config --cflags --libs tisock) && libs=$(pkg-config --libs tisock) || return 1
+    # shellcheck disable=SC2086  # one flag per line
+    repeated=$(printf '%s\n' $flags | sort | uniq -d)
+    [ -z "$repeated" ] || { echo "repeated in \"$flags\": $repeated"; return 1; }
+    case " $libs " in *" -pthread "*) ;; *) echo "no -pthread in --libs: \"$libs\""; return 1 ;; esac
+}
+
+consumer_pkgconfig() (  # a subshell: the pkg-config variables stay in here
     log=$tmp/pkgconfig.log
     mkdir -p "$tmp/pkgconfig-build"
-    step pkg-config "$log" env PKG_CONFIG_PATH="$prefix/share/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$dest" \
-        sh "$here/pkgconfig/build.sh" "$tmp/pkgconfig-build"
-}
+    export PKG_CONFIG_PATH="$prefix/share/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$dest"
+    step pkg-config "$log" check_pkgconfig_flags &&
+    step pkg-config "$log" sh "$here/pkgconfig/build.sh" "$tmp/pkgconfig-build"
+)
 
 consumer_cmake() {
     log=$tmp/cmake.log
