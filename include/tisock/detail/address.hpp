@@ -18,6 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include "sys.hpp"
+
 namespace tisock::detail {
 
 struct endpoint {
@@ -149,7 +151,7 @@ inline int resolve_blocking(const std::string& host, int port, std::vector<endpo
     hints.ai_flags = AI_ADDRCONFIG;
     addrinfo* list = nullptr;
     std::string service = std::to_string(port);
-    int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list);
+    int rc = sys::getaddrinfo(host.c_str(), service.c_str(), &hints, &list);
     if (rc == EAI_SYSTEM) sys_errno = errno;
     if (rc != 0) return rc;
     for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {

@@ -3,16 +3,19 @@
 //  - retries EINTR where retrying is correct (never for close(): Linux has already closed);
 //  - keeps the few calls that differ between Linux and the BSDs in one place;
 //  - offers a test-only fault hook (compile with TISOCK_FAULT_INJECTION) that can fail a
-//    call, or shorten its length, before it reaches the kernel. Off, it costs nothing.
+//    call, or shorten its length, before it reaches the kernel, and one that can slow down
+//    or fail a getaddrinfo(). Off, they cost nothing.
 #pragma once
 
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 
@@ -45,6 +48,12 @@ enum class call : unsigned char {
 // return true to skip the call, which then "returns" `value` with errno `error`.
 using fault_hook_fn = bool (*)(call c, std::size_t& length, long& value, int& error);
 inline fault_hook_fn fault_hook = nullptr;
+
+// Called before each getaddrinfo(), on the thread that resolves (a resolver worker, or the
+// reactor thread for listen()), hence atomic. It may take its time (a slow DNS server) and
+// return true to skip the lookup, which then fails with `gai_error` (errno set for EAI_SYSTEM).
+using resolve_hook_fn = bool (*)(const char* host, int& gai_error);
+inline std::atomic<resolve_hook_fn> resolve_hook{nullptr};
 #endif
 
 // Runs `op(length)` unless the fault hook replaces it; retries EINTR when `retry_eintr`.
@@ -67,6 +76,17 @@ inline result invoke(call c, std::size_t length, bool retry_eintr, Op op) noexce
         if (r.error == EINTR && retry_eintr) continue;
         return r;
     }
+}
+
+// getaddrinfo() behind the resolve hook. Returns 0 or an EAI_* code.
+inline int getaddrinfo(const char* host, const char* service, const addrinfo* hints, addrinfo** list) noexcept {
+#ifdef TISOCK_FAULT_INJECTION
+    if (resolve_hook_fn hook = resolve_hook.load(std::memory_order_acquire); hook != nullptr) {
+        int gai_error = EAI_FAIL;
+        if (hook(host, gai_error)) return gai_error;
+    }
+#endif
+    return ::getaddrinfo(host, service, hints, list);
 }
 
 inline result set_cloexec_nonblock(int fd) noexcept {
