@@ -14,6 +14,9 @@
 //  - a client written with co_await.
 // Runs on 127.0.0.1 (port 0: the kernel picks one), prints the exchange, and exits by itself
 // with status 0 when every reply was the expected one.
+//
+// `framed_kv --serve` runs only the server, until the process is stopped, for clients of
+// your own (it prints the port it listens on).
 #include <tisock/buffer.hpp>
 #include <tisock/codec.hpp>
 #include <tisock/reactor.hpp>
@@ -21,6 +24,7 @@
 #include <tisock/task.hpp>
 #include <tisock/tcp.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -45,6 +49,7 @@ using tisock::buffer;
 
 constexpr std::size_t header_size = 4;
 constexpr std::size_t max_payload = 64 * 1024;  // a peer announcing more is misbehaving
+constexpr std::size_t first_read_size = 512;     // a frame's buffer starts at this, then doubles
 
 // ---- framing ---------------------------------------------------------------------------
 
@@ -97,30 +102,34 @@ std::string execute(std::map<std::string, std::string>& store, std::string_view 
     return "ERR unknown command";
 }
 
-// Fills into[0, into.length()) from the socket; false at a clean end of stream before the
-// first byte, throws if the stream ends in the middle.
-tisock::task<bool> read_exactly(tisock::tcp& socket, buffer& into) {
+// Reads exactly `length` bytes; nullopt at a clean end of stream before the first byte,
+// throws if the stream ends in the middle. The buffer grows as bytes arrive (doubling, up to
+// `length`) instead of being allocated whole at once: a peer that announces 64 KiB and then
+// sends nothing costs a small buffer, not 64 KiB.
+tisock::task<std::optional<buffer>> read_exactly(tisock::tcp& socket, std::size_t length) {
+    buffer into;
     std::size_t got = 0;
-    while (got < into.length()) {
+    while (got < length) {
+        if (got == into.length()) into.set_length(std::min(length, std::max(2 * got, first_read_size)));
         const std::int64_t n = co_await stream::async_read(socket, into, got, into.length() - got);
         if (n < 0) {
-            if (got == 0) co_return false;
+            if (got == 0) co_return std::nullopt;
             throw std::runtime_error("end of stream in the middle of a frame");
         }
         got += std::size_t(n);
     }
-    co_return true;
+    co_return into;
 }
 
 // Reads one frame; nullopt at a clean end of stream.
 tisock::task<std::optional<std::string>> read_frame(tisock::tcp& socket) {
-    buffer header(header_size);
-    if (!co_await read_exactly(socket, header)) co_return std::nullopt;
-    const std::size_t n = payload_length(header);
+    const std::optional<buffer> header = co_await read_exactly(socket, header_size);
+    if (!header) co_return std::nullopt;
+    const std::size_t n = payload_length(*header);
     if (n > max_payload) throw std::runtime_error("frame too large");
-    buffer payload(n);
-    if (n > 0 && !co_await read_exactly(socket, payload)) throw std::runtime_error("end of stream after a header");
-    co_return codec::decode_string(payload);
+    const std::optional<buffer> payload = co_await read_exactly(socket, n);
+    if (!payload) throw std::runtime_error("end of stream after a header");
+    co_return codec::decode_string(*payload);
 }
 
 tisock::task<void> serve(tisock::tcp connection, std::map<std::string, std::string>& store) {
@@ -248,13 +257,20 @@ tisock::task<bool> coroutine_client(tisock::reactor& r, int port, std::vector<ex
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    const bool serve_only = argc > 1 && std::string_view(argv[1]) == "--serve";
+    if (serve_only) std::setvbuf(stdout, nullptr, _IOLBF, BUFSIZ);  // every line at once, even into a pipe
+
     tisock::reactor r;
     std::map<std::string, std::string> store;
     tisock::tcp listener{r, {.host = "127.0.0.1", .port = 0}};
     listener.listen();
     std::printf("server: listening on %s:%d\n", listener.host().c_str(), listener.port());
     tisock::spawn(r, accept_loop(r, listener, store));
+    if (serve_only) {
+        r.run();  // the accept loop always has an accept pending: returns only if one fails
+        return 1;
+    }
 
     std::optional<bool> callback_ok;
     callback_client first(r, listener.port(),
