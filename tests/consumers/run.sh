@@ -12,6 +12,8 @@
 #               `pkg-config --cflags --libs tisock` once, -pthread in --libs
 #   cmake       tests/consumers/cmake: find_package(tisock) against the installed tree
 #   snippets    the README section's meson and cmake blocks are these consumers' build files
+#   readme      tests/readme_snippet.sh: the README's first example, built and run exactly as
+#               it appears there, prints what the README says it prints
 # Usage: tests/consumers/run.sh   (needs meson, ninja, pkg-config, cmake, git, a C++20 g++)
 # shellcheck disable=SC2317  # the check_* functions run through step()
 set -u
@@ -157,6 +159,8 @@ PY
 
 if check_snippets >"$tmp/snippets.log" 2>&1; then report snippets ok "README meson and cmake snippets = the consumers' build files"
 else cat "$tmp/snippets.log" >&2; report snippets FAIL "see above"; fi
+if sh "$root/tests/readme_snippet.sh" >"$tmp/readme.log" 2>&1; then report readme ok "README's first example prints what the README shows"
+else sed 's/^/    /' "$tmp/readme.log" >&2; report readme FAIL "see above"; fi
 if consumer_copy; then report copy ok "include/ copied into the project, -I third_party/tisock/include"
 else report copy FAIL "see above"; fi
 if consumer_subproject; then report subproject ok "dependency('tisock') via subprojects/tisock; no tisock targets, no flags leaked"
