@@ -142,7 +142,7 @@ inline host_spec classify_host(std::string_view host, int port) {
     return spec;
 }
 
-// Blocking resolution (the resolver thread, and listen(), which the spec makes blocking).
+// Blocking resolution (the resolver's workers, and listen(), which the spec makes blocking).
 // Returns 0 or an EAI_* code; EAI_SYSTEM is turned into its errno by the caller.
 inline int resolve_blocking(const std::string& host, int port, std::vector<endpoint>& out, int& sys_errno) {
     addrinfo hints{};
