@@ -1,6 +1,7 @@
 // tisock::task<T>, spawn and sync_wait: values, move-only values, references, exceptions
-// through nested awaits, 1,000,000 sequential synchronous awaits without stack growth,
-// reactor destruction with suspended coroutines, foreign coroutine types.
+// through nested awaits, 1,000,000 sequential synchronous awaits and 100,000 nested tasks
+// without stack growth, reactor destruction with suspended coroutines, foreign coroutine
+// types.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -149,6 +150,49 @@ task<long long> sum_yielding(reactor& r, int n) {
     co_return s;
 }
 
+// How the innermost task of a nested chain ends.
+enum class innermost { returns, throws, sleeps };
+
+// A chain of `depth` nested tasks, each awaiting the next; samples the stack on the way down
+// and on the way up.
+task<int> nested(reactor& r, int depth, innermost end) {
+    tracked in_frame;
+    stack.sample();
+    if (depth == 0) {
+        if (end == innermost::throws) throw test_error("innermost", 0);
+        if (end == innermost::sleeps) co_await r.sleep_for(1ms);
+        co_return 0;
+    }
+    int below = co_await nested(r, depth - 1, end);
+    stack.sample();
+    co_return below + 1;
+}
+
+// Runs a chain of `depth` nested tasks to its end on `r`; returns the stack spread it used.
+std::uintptr_t nested_chain_stack(reactor& r, int depth, innermost end) {
+    tracked::reset();
+    stack = {};
+    if (end == innermost::throws) {
+        CHECK_THROWS_WITH_AS(tisock::sync_wait(r, nested(r, depth, end)), "innermost", test_error);
+    } else {
+        CHECK(tisock::sync_wait(r, nested(r, depth, end)) == depth);
+    }
+    CHECK(tracked::constructed == depth + 1);
+    CHECK(tracked::alive() == 0);
+    return stack.spread();
+}
+
+// Each level awaits a loop of `sequential` ready tasks (itself a task) before the next level
+// and `sequential` more after it; every 25,000th level first yields to the reactor, a real
+// suspension in the middle of the chain. Each level adds sequential * (sequential - 1).
+task<long long> nested_and_sequential(reactor& r, int depth, int sequential) {
+    long long sum = co_await sum_ready(sequential);
+    if (depth % 25'000 == 0) co_await yield_to{r};
+    if (depth > 0) sum += co_await nested_and_sequential(r, depth - 1, sequential);
+    for (int i = 0; i < sequential; ++i) sum += co_await ready_sampled(i);
+    co_return sum;
+}
+
 task<void> set_flag(bool& flag) {
     flag = true;
     co_return;
@@ -280,6 +324,66 @@ TEST_CASE("100,000 sequential awaits of tasks that suspend do not grow the stack
     stack = {};
     CHECK(tisock::sync_wait(r, sum_yielding(r, n)) == static_cast<long long>(n) * (n - 1) / 2);
     CHECK(stack.spread() < 64 * 1024);
+}
+
+// The stack may not grow with the depth of a chain of nested tasks: `spread_at(depth)` runs
+// one and returns the stack spread it used, compared between depth 1,000 and depth 100,000
+// (at -O0 or under ASan a frame set per level is hundreds of bytes).
+template <class SpreadAt>
+void check_stack_does_not_grow_with_depth(SpreadAt spread_at) {
+    std::uintptr_t shallow = spread_at(1'000);
+    std::uintptr_t deep = spread_at(100'000);
+    MESSAGE("stack spread: " << shallow << " bytes at depth 1,000, " << deep << " bytes at depth 100,000");
+    CHECK(deep <= shallow + 4096);
+    CHECK(deep < 64 * 1024);
+}
+
+TEST_CASE("100,000 nested tasks do not grow the stack") {
+    watchdog wd{120s};
+    reactor r;
+    innermost end = innermost::returns;
+    SUBCASE("the innermost task returns at once") { end = innermost::returns; }
+    SUBCASE("the innermost task throws: the exception goes through every level") { end = innermost::throws; }
+    SUBCASE("the innermost task sleeps: the reactor completes the whole chain") { end = innermost::sleeps; }
+    check_stack_does_not_grow_with_depth([&](int depth) { return nested_chain_stack(r, depth, end); });
+    CHECK(r.run() == 0);
+}
+
+TEST_CASE("100,000 nested tasks with sequential awaits and suspensions at some levels do not grow the stack") {
+    watchdog wd{120s};
+    reactor r;
+    constexpr int sequential = 5;
+    check_stack_does_not_grow_with_depth([&](int depth) {
+        stack = {};
+        CHECK(tisock::sync_wait(r, nested_and_sequential(r, depth, sequential)) ==
+              (depth + 1LL) * sequential * (sequential - 1));
+        return stack.spread();
+    });
+}
+
+// A chain suspended while one thread drives the reactor is completed by another thread:
+// the per-thread state behind the no-stack-growth guarantee must be this thread's.
+TEST_CASE("a nested chain started on one thread completes on another") {
+    watchdog wd{60s};
+    tracked::reset();
+    reactor r;
+    int result = 0;
+    struct body {
+        static task<void> run(reactor& r, int& out) {
+            out = co_await nested(r, 1000, innermost::sleeps);
+            out += co_await nested(r, 1000, innermost::returns);
+        }
+    };
+    tisock::spawn(r, body::run(r, result));
+    std::size_t started = 0;
+    std::size_t finished = 0;
+    std::thread([&] { started = r.run_one(); }).join();  // down the chain to the timer
+    CHECK(started == 1);
+    CHECK(tracked::alive() == 1001);
+    std::thread([&] { finished = r.run(); }).join();
+    CHECK(finished == 1);  // the timer
+    CHECK(result == 2000);
+    CHECK(tracked::alive() == 0);
 }
 
 TEST_CASE("spawn starts the task from the run loop, not inside spawn()") {

@@ -1,12 +1,36 @@
 // tisock::task<T> - a lazy coroutine, plus spawn() and sync_wait() to run tasks on a reactor.
 //
-// Awaiting a task starts it. When it completes without suspending, the awaiting coroutine
-// continues by returning false from await_suspend instead of being resumed from inside the
-// task's final_suspend: g++ 12 does not guarantee the tail call of symmetric transfer at
-// -O0 or under ASan, so a textbook task would grow the stack with every synchronous await
-// and overflow after some 100,000 of them. Only a task that really suspended resumes its
-// awaiter from final_suspend, so the stack depth is bounded by the nesting of tasks, never
-// by the number of sequential awaits.
+// No stack growth. Awaiting a task starts it; a finishing task resumes its awaiter. Done by
+// direct resume() calls, or by symmetric transfer (whose tail call g++ 12 does not guarantee
+// at -O0 or under ASan), each start and each completion would run inside the frames of the
+// previous one, and 1,000,000 sequential awaits or 100,000 nested tasks would overflow the
+// stack. So a task never resumes another directly: it hands the coroutine to run next over
+// to this thread's resumer loop (detail::resumer) and suspends, and the loop resumes what it
+// is handed, one after the other, from the same stack depth.
+//
+// - resumer::hand_over(suspending, next), from an await_suspend, and hand_over_final, from a
+//   final_suspend: if the loop active on this thread is the one running `suspending`, `next`
+//   is queued and `suspending` returns to the loop. Otherwise (the first await under a root;
+//   a task the reactor resumed after real I/O, now completing a chain of awaiters; a
+//   coroutine resumed by hand inside a task, e.g. by a nested reactor run) the call becomes
+//   the loop until nothing is left: one loop on the stack per such entry, not one per task.
+// - Awaiting a task hands the task over; a finishing task hands its awaiter over. When what
+//   comes next, and last, is the coroutine whose await_suspend runs the loop, hand_over
+//   returns false and that coroutine goes on by itself (no resume from its own await_suspend).
+// - Once hand_over returned true, or hand_over_final returned, the caller's coroutine may
+//   have run on, finished and been destroyed: nothing of its frame or awaiter is touched.
+// - The queue is intrusive (a detail::resumption in the task's promise): no allocation. An
+//   entry waits only while the coroutine that queued it returns to the loop; nothing else
+//   runs in between, so a queued handle is never a destroyed frame (no reactor destructor
+//   can run then). A combinator that queues several at once must keep that true.
+// - The per-thread pointer is read inside a function that is never inlined: clang 14 may
+//   keep a thread_local's address across a suspension of a coroutine that then resumes on
+//   another thread.
+// - resume() of a coroutine the loop runs must not throw: tasks store their exception,
+//   spawn's root terminates, sync_wait's catches everything. A foreign coroutine whose
+//   unhandled_exception rethrows, resumed by the loop inside a task's (noexcept)
+//   final_suspend, calls std::terminate. Any exception leaving a loop restores the
+//   per-thread pointer.
 #pragma once
 
 #include "detail/require_cxx20.hpp"
@@ -29,10 +53,75 @@ class task;
 
 namespace detail {
 
-enum class task_phase : unsigned char {
-    started_inline,    // resumed from await_suspend, which has not returned yet
-    completed_inline,  // finished before await_suspend returned: the awaiter continues inline
-    detached,          // suspended: whoever resumes it later must resume the awaiter at the end
+// A coroutine handed over to the resumer, linked into its queue without allocating: it lives
+// in the promise of the task that hands it over.
+struct resumption {
+    std::coroutine_handle<> handle;
+    resumption* next = nullptr;
+};
+
+// The per-thread loop that resumes handed-over coroutines (see the comment at the top).
+class resumer {
+public:
+    // `suspending` is in its await_suspend and wants `next.handle` to run. Returns false if
+    // `suspending` must go on at once (await_suspend returns false); after true, it may be
+    // gone.
+    static bool hand_over(std::coroutine_handle<> suspending, resumption& next) {
+        return hand_over(suspending, next, suspending);
+    }
+
+    // As hand_over, from a final_suspend: `finished` never comes next, and its frame may be
+    // destroyed (its address reused by a new frame) while the loop runs.
+    static void hand_over_final(std::coroutine_handle<> finished, resumption& next) {
+        (void)hand_over(finished, next, std::coroutine_handle<>{});
+    }
+
+    resumer(const resumer&) = delete;
+    resumer& operator=(const resumer&) = delete;
+
+private:
+    // Never inlined: the thread_local must not be read inside a coroutine's body.
+    [[gnu::noinline]] static bool hand_over(std::coroutine_handle<> suspending, resumption& next,
+                                            std::coroutine_handle<> host) {
+        if (resumer* active = current_; active != nullptr && active->running_ == suspending) {
+            active->push(next);
+            return true;
+        }
+        resumer loop(host);
+        loop.push(next);
+        return loop.run();
+    }
+
+    explicit resumer(std::coroutine_handle<> host) noexcept : host_(host), outer_(current_) { current_ = this; }
+    ~resumer() { current_ = outer_; }
+
+    void push(resumption& r) noexcept {
+        r.next = nullptr;
+        (tail_ != nullptr ? tail_->next : head_) = &r;
+        tail_ = &r;
+    }
+
+    // Resumes queued coroutines until none is left. False when the host came last: it goes
+    // on by itself instead of being resumed from inside its await_suspend.
+    bool run() {
+        while (resumption* r = head_) {
+            head_ = r->next;
+            if (head_ == nullptr) tail_ = nullptr;
+            std::coroutine_handle<> h = r->handle;  // `r` may die with the frame it lives in
+            if (h == host_ && head_ == nullptr) return false;
+            running_ = h;
+            h.resume();
+        }
+        return true;
+    }
+
+    static inline thread_local resumer* current_ = nullptr;
+
+    std::coroutine_handle<> host_;     // whose await_suspend runs this loop (none: a final_suspend)
+    std::coroutine_handle<> running_;  // the coroutine this loop resumed last
+    resumer* outer_;                   // the loop this one interrupts, if any
+    resumption* head_ = nullptr;
+    resumption* tail_ = nullptr;
 };
 
 class task_promise_base {
@@ -42,13 +131,10 @@ public:
     struct final_awaiter {
         bool await_ready() const noexcept { return false; }
         template <class Promise>
-        std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> h) const noexcept {
+        void await_suspend(std::coroutine_handle<Promise> h) const noexcept {
             task_promise_base& p = h.promise();
-            if (p.phase_ == task_phase::started_inline) {
-                p.phase_ = task_phase::completed_inline;
-                return std::noop_coroutine();
-            }
-            return p.continuation_;
+            p.resumption_.handle = p.continuation_;
+            resumer::hand_over_final(h, p.resumption_);  // `h` may be destroyed by now
         }
         void await_resume() const noexcept {}
     };
@@ -56,14 +142,11 @@ public:
 
     void unhandled_exception() noexcept { exception_ = std::current_exception(); }
 
-    // Starts the task on behalf of `awaiter`; true if it has finished already.
-    bool start_inline(std::coroutine_handle<> self, std::coroutine_handle<> awaiter) {
+    // Starts the task on behalf of `awaiter`; the result is await_suspend's (see hand_over).
+    bool start(std::coroutine_handle<> self, std::coroutine_handle<> awaiter) {
         continuation_ = awaiter;
-        phase_ = task_phase::started_inline;
-        self.resume();
-        if (phase_ == task_phase::completed_inline) return true;
-        phase_ = task_phase::detached;
-        return false;
+        resumption_.handle = self;
+        return resumer::hand_over(awaiter, resumption_);
     }
 
 protected:
@@ -72,9 +155,9 @@ protected:
     }
 
 private:
+    resumption resumption_;  // queues this task's start, later its awaiter's resumption
     std::coroutine_handle<> continuation_;
     std::exception_ptr exception_;
-    task_phase phase_ = task_phase::detached;
 };
 
 template <class T>
@@ -159,9 +242,7 @@ public:
     public:
         explicit awaiter(handle_type h) noexcept : handle_(h) {}
         bool await_ready() const noexcept { return !handle_ || handle_.done(); }
-        bool await_suspend(std::coroutine_handle<> awaiting) {
-            return !handle_.promise().start_inline(handle_, awaiting);
-        }
+        bool await_suspend(std::coroutine_handle<> awaiting) { return handle_.promise().start(handle_, awaiting); }
         T await_resume() {
             if (!handle_) throw state_error("co_await on an empty tisock::task");
             return handle_.promise().result();
