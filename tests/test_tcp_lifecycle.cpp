@@ -468,47 +468,56 @@ TEST_CASE_FIXTURE(socket_test, "listen() on a port in use throws system_error an
     check_nothing_left(r, fds);
 }
 
-TEST_CASE_FIXTURE(socket_test, "listen() rejects wildcard hosts, bad ports and malformed hosts, leaving the socket unchanged") {
+TEST_CASE_FIXTURE(socket_test, "listen() rejects wildcard hosts, bad ports and malformed hosts: state error, no callback") {
     error_log errors;
-    tcp s(r, {.host = "127.0.0.1", .port = 0, .error = errors.callback()});
-    auto unchanged = [&] {
-        CHECK(s.state() == state::initialized);
+    // The spec: listen "throws an exception on error (and sets the socket state to ERROR)";
+    // only a wrong state (state_error) leaves the socket unchanged.
+    auto rejected = [&](const tcp& s) {
+        CHECK(s.state() == state::error);
         CHECK(s.native_handle() == -1);
     };
+    auto fresh = [&](const char* host, int port) { return tcp(r, {.host = host, .port = port, .error = errors.callback()}); };
 
     for (const char* wildcard : {"0.0.0.0", "::", "", "[::]", "0:0:0:0:0:0:0:0", "::0"}) {
         CAPTURE(wildcard);
-        s.set_host(wildcard);
-        s.set_port(0);
+        tcp s = fresh(wildcard, 0);
         std::string m = invalid_argument_message([&] { s.listen(); });
         CHECK_MESSAGE(contains(m, "INADDR_ANY"), m);
-        unchanged();
+        rejected(s);
     }
     for (int port : {-1, 65536, 70000, -65535}) {
         CAPTURE(port);
-        s.set_host("127.0.0.1");
-        s.set_port(port);
+        tcp s = fresh("127.0.0.1", port);
         std::string m = invalid_argument_message([&] { s.listen(); });
         CHECK_MESSAGE(contains(m, "port"), m);
-        unchanged();
+        rejected(s);
     }
     for (const char* bad : {"bad host", "::1::2", "a..b", "[127.0.0.1]", "host:80", "[::1", "exa\tmple", "-?-"}) {
         CAPTURE(bad);
-        s.set_host(bad);
-        s.set_port(0);
+        tcp s = fresh(bad, 0);
         std::string m = invalid_argument_message([&] { s.listen(); });
         CHECK_MESSAGE(contains(m, "host"), m);
-        unchanged();
+        rejected(s);
     }
-    // connect() validates the same way (port 0 is not a port to connect to).
+    // A socket in error may listen again once its host is fixed.
+    tcp again = fresh("0.0.0.0", 0);
+    (void)invalid_argument_message([&] { again.listen(); });
+    again.set_host("127.0.0.1");
+    again.listen();
+    CHECK(again.state() == state::listening);
+    again.close();
+
+    // connect() validates the same way (port 0 is not a port to connect to), before it
+    // starts: the socket stays as it was.
+    tcp c = fresh("127.0.0.1", 80);
     for (const char* bad : {"", "bad host", "::1::2", "[127.0.0.1]"}) {
         CAPTURE(bad);
-        s.set_host(bad);
-        s.set_port(80);
-        std::string m = invalid_argument_message([&] { s.connect(); });
+        c.set_host(bad);
+        std::string m = invalid_argument_message([&] { c.connect(); });
         CHECK_MESSAGE(contains(m, "host"), m);
-        unchanged();
-        CHECK_FALSE(s.is_connecting());
+        CHECK(c.state() == state::initialized);
+        CHECK(c.native_handle() == -1);
+        CHECK_FALSE(c.is_connecting());
     }
     run_for_at_least(r, 50ms);
     CHECK(errors.count == 0);

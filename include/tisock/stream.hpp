@@ -274,17 +274,63 @@ concept input_stream = memory_input_stream<S> || std::same_as<std::remove_cv_t<S
 template <class S>
 concept output_stream = memory_output_stream<S> || std::same_as<std::remove_cv_t<S>, tcp>;
 
+}  // namespace stream
+
+namespace detail {
+template <class S>
+inline constexpr bool is_socket = std::same_as<std::remove_cv_t<S>, tcp>;
+
+// Every form over a socket checks its preconditions at the call (state_error), like the
+// socket's own operations: the coroutine forms before they return their task, the callback
+// forms before they start (inside a spawned runner a state_error would call std::terminate).
+inline void require_socket_input(const tcp& source, const char* where) {
+    require_stream(source.is_readable(), where, "readable");
+    if (tcp_access::read_pending(source)) throw state_error(std::string(where) + ": a read is already pending on the socket");
+}
+template <class S>
+void require_input(S& input, const char* where) {
+    if constexpr (is_socket<S>) {
+        require_socket_input(input, where);
+    } else {
+        require_stream(input.is_readable(), where, "readable");
+    }
+}
+template <class S>
+void require_output(S& output, const char* where) {
+    require_stream(output.is_writable(), where, "writable");
+    if constexpr (is_socket<S>) tcp_access::check_can_write(output, where);
+}
+
+// The coroutine bodies behind the checked forms below.
+inline task<std::int64_t> read_socket(tcp source, std::span<std::byte> into) {
+    std::size_t n = co_await source.async_read(into);
+    co_return n == 0 && !into.empty() ? -1 : static_cast<std::int64_t>(n);
+}
+inline task<std::size_t> write_socket(tcp dest, std::span<const std::byte> from) { co_return co_await dest.async_write(from); }
+template <class S>
+task<std::int64_t> read_memory(S& source, buffer& into, std::size_t offset, std::size_t length) {
+    co_return stream::read(source, into, offset, length);
+}
+template <class S>
+task<std::size_t> write_memory(S& dest, const buffer& from, std::size_t offset, std::size_t length) {
+    co_return stream::write(dest, from, offset, length);
+}
+}  // namespace detail
+
+namespace stream {
+
 // Ti.Stream.read (coroutine form): reads into into[offset, offset + length) at most once;
 // returns the bytes read, or -1 at the end of the stream. Failures throw std::system_error.
 // `into` must outlive the read.
 template <input_stream S>
 task<std::int64_t> async_read(S& source, buffer& into, std::size_t offset = 0, std::size_t length = buffer::npos) {
-    if constexpr (std::same_as<std::remove_cv_t<S>, tcp>) {
+    if constexpr (detail::is_socket<S>) {
         length = detail::checked_slice("stream::async_read", "offset", "length", "into", into.length(), offset, length);
-        std::size_t n = co_await source.async_read(into.span().subspan(offset, length));
-        co_return n == 0 && length > 0 ? -1 : static_cast<std::int64_t>(n);
+        detail::require_socket_input(source, "stream::async_read");
+        return detail::read_socket(source, into.span().subspan(offset, length));
     } else {
-        co_return stream::read(source, into, offset, length == buffer::npos ? into.length() - offset : length);
+        detail::require_stream(source.is_readable(), "stream::async_read", "readable");
+        return detail::read_memory(source, into, offset, length == buffer::npos ? into.length() - offset : length);
     }
 }
 
@@ -293,16 +339,18 @@ task<std::int64_t> async_read(S& source, buffer& into, std::size_t offset = 0, s
 template <output_stream S>
 task<std::size_t> async_write(S& dest, const buffer& from, std::size_t offset = 0, std::size_t length = buffer::npos) {
     length = detail::checked_slice("stream::async_write", "offset", "length", "from", from.length(), offset, length);
-    if constexpr (std::same_as<std::remove_cv_t<S>, tcp>) {
-        co_return co_await dest.async_write(from.span().subspan(offset, length));
+    detail::require_output(dest, "stream::async_write");
+    if constexpr (detail::is_socket<S>) {
+        return detail::write_socket(dest, from.span().subspan(offset, length));
     } else {
-        co_return stream::write(dest, from, offset, length);
+        return detail::write_memory(dest, from, offset, length);
     }
 }
 
-// Ti.Stream.readAll (coroutine form): reads until the end of the stream into `into` from
-// offset 0, growing it as needed (never shrinking it); returns the bytes read.
-inline task<std::size_t> async_read_all(tcp source, buffer& into) {
+}  // namespace stream
+
+namespace detail {
+inline task<std::size_t> read_all_body(tcp source, buffer& into) {
     static constexpr std::size_t first_growth = 16 * 1024;
     const std::size_t original_length = into.length();
     std::size_t total = 0;
@@ -315,22 +363,32 @@ inline task<std::size_t> async_read_all(tcp source, buffer& into) {
     into.set_length(std::max(original_length, total));
     co_return total;
 }
-
-inline task<buffer> async_read_all(tcp source) {
+inline task<buffer> read_all_body(tcp source) {
     buffer all;
-    co_await async_read_all(std::move(source), all);
+    co_await read_all_body(std::move(source), all);
     co_return all;
 }
+}  // namespace detail
 
-// Ti.Stream.pump (coroutine form): calls handler(const pump_event<tcp>&) with each chunk of at
-// most max_chunk_size bytes as it arrives, then once with bytes_processed == -1: at the end of
-// the stream with success == true, or after a failure with success == false and the error
-// (the failure is reported, not thrown). The chunk's storage is reused: clone() to keep it.
-// Returns the total bytes pumped.
+namespace stream {
+
+// Ti.Stream.readAll (coroutine form): reads until the end of the stream into `into` from
+// offset 0, growing it as needed (never shrinking it); returns the bytes read.
+inline task<std::size_t> async_read_all(tcp source, buffer& into) {
+    detail::require_socket_input(source, "stream::async_read_all");
+    return detail::read_all_body(std::move(source), into);
+}
+
+inline task<buffer> async_read_all(tcp source) {
+    detail::require_socket_input(source, "stream::async_read_all");
+    return detail::read_all_body(std::move(source));
+}
+
+}  // namespace stream
+
+namespace detail {
 template <class Handler>
-    requires std::invocable<Handler&, const pump_event<tcp>&>
-task<std::size_t> async_pump(tcp source, Handler handler, std::size_t max_chunk_size) {
-    detail::require_chunk_size(max_chunk_size, "stream::async_pump");
+task<std::size_t> pump_body(tcp source, Handler handler, std::size_t max_chunk_size) {
     buffer chunk(max_chunk_size);
     std::int64_t total = 0;
     std::error_code failure;
@@ -352,13 +410,28 @@ task<std::size_t> async_pump(tcp source, Handler handler, std::size_t max_chunk_
     handler(pump_event<tcp>{source, chunk, -1, total, !failure, failure, failure ? failure.message() : std::string()});
     co_return static_cast<std::size_t>(total);
 }
+}  // namespace detail
 
-// Ti.Stream.writeStream (coroutine form): copies `input` to `output` in chunks of at most
-// max_chunk_size bytes until the end of `input`; at least one side is a socket. Returns the
-// bytes written; failures throw std::system_error. Both streams must outlive the copy.
-template <input_stream In, output_stream Out>
-task<std::size_t> async_write_stream(In& input, Out& output, std::size_t max_chunk_size) {
-    detail::require_chunk_size(max_chunk_size, "stream::async_write_stream");
+namespace stream {
+
+// Ti.Stream.pump (coroutine form): calls handler(const pump_event<tcp>&) with each chunk of at
+// most max_chunk_size bytes as it arrives, then once with bytes_processed == -1: at the end of
+// the stream with success == true, or after a failure with success == false and the error
+// (the failure is reported, not thrown). The chunk's storage is reused: clone() to keep it.
+// Returns the total bytes pumped.
+template <class Handler>
+    requires std::invocable<Handler&, const pump_event<tcp>&>
+task<std::size_t> async_pump(tcp source, Handler handler, std::size_t max_chunk_size) {
+    detail::require_chunk_size(max_chunk_size, "stream::async_pump");
+    detail::require_socket_input(source, "stream::async_pump");
+    return detail::pump_body(std::move(source), std::move(handler), max_chunk_size);
+}
+
+}  // namespace stream
+
+namespace detail {
+template <class In, class Out>
+task<std::size_t> write_stream_body(In& input, Out& output, std::size_t max_chunk_size) {
     buffer chunk(max_chunk_size);
     std::size_t total = 0;
     for (;;) {
@@ -369,25 +442,24 @@ task<std::size_t> async_write_stream(In& input, Out& output, std::size_t max_chu
     }
     co_return total;
 }
+}  // namespace detail
+
+namespace stream {
+
+// Ti.Stream.writeStream (coroutine form): copies `input` to `output` in chunks of at most
+// max_chunk_size bytes until the end of `input`; at least one side is a socket. Returns the
+// bytes written; failures throw std::system_error. Both streams must outlive the copy.
+template <input_stream In, output_stream Out>
+task<std::size_t> async_write_stream(In& input, Out& output, std::size_t max_chunk_size) {
+    detail::require_chunk_size(max_chunk_size, "stream::async_write_stream");
+    detail::require_input(input, "stream::async_write_stream");
+    detail::require_output(output, "stream::async_write_stream");
+    return detail::write_stream_body(input, output, max_chunk_size);
+}
 
 }  // namespace stream
 
 namespace detail {
-// The callback forms check their preconditions at the call: inside the spawned runner a
-// state_error would escape the task and call std::terminate.
-inline void require_socket_input(const tcp& source, const char* where) {
-    require_stream(source.is_readable(), where, "readable");
-    if (tcp_access::read_pending(source)) throw state_error(std::string(where) + ": a read is already pending on the socket");
-}
-template <class S>
-void require_input(S& input, const char* where) {
-    if constexpr (std::same_as<std::remove_cv_t<S>, tcp>) {
-        require_socket_input(input, where);
-    } else {
-        require_stream(input.is_readable(), where, "readable");
-    }
-}
-
 // A user callback run inside a spawned runner threw: an exception escaping the task would
 // call std::terminate, so it is rethrown from the run loop instead, out of run*() (API.md).
 inline void rethrow_from_run_loop(const tcp& socket, std::exception_ptr e) {
@@ -485,7 +557,7 @@ template <input_stream In, output_stream Out>
 void write_stream(In& input, Out& output, std::size_t max_chunk_size, io_callback done) {
     detail::require_chunk_size(max_chunk_size, "stream::write_stream");
     detail::require_input(input, "stream::write_stream");
-    detail::require_stream(output.is_writable(), "stream::write_stream", "writable");
+    detail::require_output(output, "stream::write_stream");
     const tcp& socket = [&]() -> const tcp& {
         if constexpr (std::same_as<std::remove_cv_t<In>, tcp>) {
             return input;

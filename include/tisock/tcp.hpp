@@ -37,6 +37,7 @@ namespace detail {
 // What the rest of the library may ask a handle that users cannot.
 struct tcp_access {
     static bool read_pending(const tcp& s) noexcept;
+    static void check_can_write(const tcp& s, const char* what);
 };
 
 // The coroutine face of an operation: it lives in the awaiting coroutine's frame, so
@@ -45,7 +46,7 @@ template <class Op>
 struct coroutine_op : Op {
     std::coroutine_handle<> waiting;
 
-    explicit coroutine_op(socket_ref socket) noexcept {
+    explicit coroutine_op(socket_ref socket) noexcept : constructed_at_(this) {
         this->owner = std::move(socket);
         this->complete = [](socket_op* op) { static_cast<coroutine_op*>(op)->waiting.resume(); };
         this->discard = [](socket_op*) {};  // the frame is destroyed by its owner
@@ -60,6 +61,23 @@ struct coroutine_op : Op {
     void throw_if_failed(const char* what) const {
         if (this->ec) throw std::system_error(this->ec, what);
     }
+
+protected:
+    // g++ 12 relocates an awaiter held in an aggregate temporary (`co_await Wrapper{
+    // sock.async_read(b)}`) by copying its bytes, without its copy constructor (it has
+    // none), then destroys both the original and the copy it awaited. Found when the copy
+    // starts: it takes a socket reference of its own, so the two destructions release
+    // two, instead of one twice. Returns the original (alive until the expression ends).
+    const coroutine_op* take_ownership_if_relocated() noexcept {
+        const coroutine_op* original = constructed_at_;
+        if (original == this) [[likely]] return nullptr;
+        constructed_at_ = this;
+        ::new (static_cast<void*>(&this->owner)) socket_ref(this->owner.get());  // the bytes are the original's
+        return original;
+    }
+
+private:
+    const coroutine_op* constructed_at_;
 };
 
 }  // namespace detail
@@ -67,6 +85,9 @@ struct coroutine_op : Op {
 class tcp {
 public:
     tcp(reactor& r, tcp_options options = {}) : impl_(new detail::socket_impl(r, std::move(options))) {}
+    // An empty handle (as is a moved-from one): state() is closed, the getters return their
+    // defaults, close(ec) reports not_connected, and every other call throws state_error.
+    tcp() noexcept = default;
 
     // A handle: like a JavaScript object reference, a const handle still refers to a
     // socket that can be used, so the operations are const member functions.
@@ -74,40 +95,54 @@ public:
     friend bool operator==(const tcp& a, const tcp& b) noexcept { return a.impl_.get() == b.impl_.get(); }
 
     // ---- Properties ------------------------------------------------------------------------
-    tisock::state state() const noexcept { return impl_->current_state(); }
-    const std::string& host() const { return impl_->host(); }
-    int port() const noexcept { return impl_->options().port; }
-    std::chrono::milliseconds timeout() const noexcept { return impl_->options().timeout; }
-    int listen_queue_size() const noexcept { return impl_->options().listen_queue_size; }
-    bool is_connecting() const noexcept { return impl_->is_connecting(); }
-    std::string local_host() const { return impl_->local_host(); }
-    int local_port() const { return impl_->local_port(); }
-    int native_handle() const noexcept { return impl_->native_handle(); }
-    reactor& get_reactor() const { return impl_->owner(); }
+    tisock::state state() const noexcept { return impl_ ? impl_->current_state() : tisock::state::closed; }
+    const std::string& host() const {
+        static const std::string none;
+        return impl_ ? impl_->host() : none;
+    }
+    int port() const noexcept { return options().port; }
+    std::chrono::milliseconds timeout() const noexcept { return options().timeout; }
+    int listen_queue_size() const noexcept { return options().listen_queue_size; }
+    bool is_connecting() const noexcept { return impl_ && impl_->is_connecting(); }
+    std::string local_host() const { return impl_ ? impl_->local_host() : std::string(); }
+    int local_port() const { return impl_ ? impl_->local_port() : 0; }
+    int native_handle() const noexcept { return impl_ ? impl_->native_handle() : -1; }
+    reactor& get_reactor() const { return impl().owner(); }
 
     // host, port and timeout throw state_error while connected, listening or connecting.
-    void set_host(std::string host) const { impl_->set_fixed_property(&tcp_options::host, std::move(host), "host"); }
-    void set_port(int port) const { impl_->set_fixed_property(&tcp_options::port, port, "port"); }
+    void set_host(std::string host) const { impl().set_fixed_property(&tcp_options::host, std::move(host), "host"); }
+    void set_port(int port) const { impl().set_fixed_property(&tcp_options::port, port, "port"); }
     void set_timeout(std::chrono::milliseconds t) const {
-        if (t.count() < 0) throw std::invalid_argument("tisock: timeout must be >= 0");
-        impl_->set_fixed_property(&tcp_options::timeout, t, "timeout");
+        detail::socket_impl& s = impl();
+        detail::socket_impl::check_timeout(t);
+        s.set_fixed_property(&tcp_options::timeout, t, "timeout");
     }
-    void set_listen_queue_size(int n) const { impl_->set_listen_queue_size(n); }
-    void set_connected(std::function<void(tcp&)> f) const { impl_->set_callback(&tcp_options::connected, std::move(f)); }
-    void set_error(error_callback f) const { impl_->set_callback(&tcp_options::error, std::move(f)); }
+    void set_listen_queue_size(int n) const { impl().set_listen_queue_size(n); }
+    void set_connected(std::function<void(tcp&)> f) const { impl().set_callback(&tcp_options::connected, std::move(f)); }
+    void set_error(error_callback f) const { impl().set_callback(&tcp_options::error, std::move(f)); }
     void set_accepted(std::function<void(tcp&, tcp)> f) const {
-        impl_->set_callback(&tcp_options::accepted, std::move(f));
+        impl().set_callback(&tcp_options::accepted, std::move(f));
     }
 
     // Beyond the spec, on connected sockets.
-    void set_no_delay(bool on) const { impl_->set_socket_option(IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0, "set_no_delay"); }
-    void set_keep_alive(bool on) const { impl_->set_socket_option(SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0, "set_keep_alive"); }
+    void set_no_delay(bool on) const { impl().set_socket_option(IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0, "set_no_delay"); }
+    void set_keep_alive(bool on) const { impl().set_socket_option(SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0, "set_keep_alive"); }
 
     // ---- Spec functions (callback style) ---------------------------------------------------
-    void connect() const { impl_->start_connect(nullptr); }
-    void listen() const { impl_->listen(); }
-    void accept(accept_options options = {}) const { impl_->flag_accept(std::move(options)); }
-    void close() const { impl_->close(); }
+    void connect() const { impl().start_connect(nullptr); }
+    void listen() const { impl().listen(); }
+    void accept(accept_options options = {}) const { impl().flag_accept(std::move(options)); }
+    void close() const { impl().close(); }
+    // As close(), but never throws: where close() would throw state_error nothing changes
+    // and `ec` is not_connected. For cleanup paths, where the socket may have failed already.
+    void close(std::error_code& ec) const noexcept {
+        if (!impl_ || !impl_->can_close()) {
+            ec = std::make_error_code(std::errc::not_connected);
+            return;
+        }
+        impl_->close();
+        ec.clear();
+    }
     void shutdown(std::function<void(tcp&, std::error_code)> done = {}) const;
 
     // ---- Ti.IOStream (callback style) ------------------------------------------------------
@@ -124,14 +159,19 @@ public:
     void write(buffer data, std::size_t offset, std::size_t length, io_callback callback) const;
 
     // ---- Coroutine style -------------------------------------------------------------------
+    // Each async_* checks its preconditions when called (state_error, invalid_argument), and
+    // again when awaited: the state may change in between.
     class [[nodiscard]] connect_awaiter : public detail::coroutine_op<detail::connect_op> {
     public:
         using coroutine_op::coroutine_op;
         bool await_ready() {
+            take_ownership_if_relocated();
             owner->start_connect(this);
             return false;  // even a loopback connect reports from the run loop
         }
-        void await_resume() const { throw_if_failed("tisock: connect"); }
+        void await_resume() const {
+            if (std::error_code failure = owner->connect_outcome(*this)) throw std::system_error(failure, "tisock: connect");
+        }
     };
 
     class [[nodiscard]] accept_awaiter : public detail::coroutine_op<detail::accept_op> {
@@ -139,7 +179,12 @@ public:
         accept_awaiter(detail::socket_ref s, accept_options o) : coroutine_op(std::move(s)) {
             options = std::move(o);
         }
-        bool await_ready() { return owner->start_async_accept(*this); }
+        bool await_ready() {
+            if (auto* original = static_cast<const accept_awaiter*>(take_ownership_if_relocated())) {
+                ::new (static_cast<void*>(&options)) accept_options(original->options);  // see coroutine_op
+            }
+            return owner->start_async_accept(*this);
+        }
         tcp await_resume() {
             throw_if_failed("tisock: accept");
             return tcp(std::move(inbound));
@@ -153,7 +198,10 @@ public:
             into = buf;
             deadline = limit;
         }
-        bool await_ready() { return owner->start_read(*this); }
+        bool await_ready() {
+            take_ownership_if_relocated();
+            return owner->start_read(*this);
+        }
         std::size_t await_resume() const {
             throw_if_failed("tisock: read");
             return bytes;
@@ -165,7 +213,10 @@ public:
         write_awaiter(detail::socket_ref s, std::span<const std::byte> buf) : coroutine_op(std::move(s)) {
             from = buf;
         }
-        bool await_ready() { return owner->start_write(*this); }
+        bool await_ready() {
+            take_ownership_if_relocated();
+            return owner->start_write(*this);
+        }
         std::size_t await_resume() const {
             throw_if_failed("tisock: write");
             return bytes;
@@ -175,31 +226,63 @@ public:
     class [[nodiscard]] shutdown_awaiter : public detail::coroutine_op<detail::shutdown_op> {
     public:
         using coroutine_op::coroutine_op;
-        bool await_ready() { return owner->start_shutdown(*this); }
+        bool await_ready() {
+            take_ownership_if_relocated();
+            return owner->start_shutdown(*this);
+        }
         void await_resume() const { throw_if_failed("tisock: shutdown"); }
     };
 
-    connect_awaiter async_connect() const { return connect_awaiter(impl_); }
-    accept_awaiter async_accept(accept_options options = {}) const { return accept_awaiter(impl_, std::move(options)); }
+    connect_awaiter async_connect() const {
+        (void)impl().check_can_connect();
+        return connect_awaiter(impl_);
+    }
+    accept_awaiter async_accept(accept_options options = {}) const {
+        impl().check_can_accept();
+        detail::socket_impl::check_accept_options(options);
+        return accept_awaiter(impl_, std::move(options));
+    }
     // Completes with at least one byte, or 0 at end of stream.
-    read_awaiter async_read(std::span<std::byte> into) const { return read_awaiter(impl_, into, {}); }
+    read_awaiter async_read(std::span<std::byte> into) const {
+        impl().check_can_read();
+        return read_awaiter(impl_, into, {});
+    }
     // As above; throws timed_out if nothing arrives within `limit` (the socket stays connected).
     read_awaiter async_read(std::span<std::byte> into, std::chrono::milliseconds limit) const {
+        impl().check_can_read();
         if (limit.count() <= 0) throw std::invalid_argument("tisock: async_read timeout must be > 0");
         return read_awaiter(impl_, into, limit);
     }
     // Completes when every byte has been handed to the kernel.
-    write_awaiter async_write(std::span<const std::byte> from) const { return write_awaiter(impl_, from); }
+    write_awaiter async_write(std::span<const std::byte> from) const {
+        impl().check_can_write("write");
+        return write_awaiter(impl_, from);
+    }
     // Beyond the spec: hands the kernel what it takes now, never waiting; returns the bytes
     // written (0 while other writes are queued). For servers that reuse one read buffer
     // across connections and keep only an unsent remainder (as a raw epoll server does).
-    std::size_t try_write(std::span<const std::byte> from) const { return impl_->try_write(from); }
-    shutdown_awaiter async_shutdown() const { return shutdown_awaiter(impl_); }
+    std::size_t try_write(std::span<const std::byte> from) const { return impl().try_write(from); }
+    shutdown_awaiter async_shutdown() const {
+        impl().check_can_shutdown();
+        return shutdown_awaiter(impl_);
+    }
 
 private:
     explicit tcp(detail::socket_ref impl) noexcept : impl_(std::move(impl)) {}
     friend class detail::socket_impl;
     friend struct detail::tcp_access;
+
+    detail::socket_impl& impl() const {
+        if (!impl_) [[unlikely]] throw_empty();
+        return *impl_.get();
+    }
+    [[noreturn, gnu::cold, gnu::noinline]] static void throw_empty() {
+        throw state_error("tisock: an empty tcp handle (default-constructed or moved from)");
+    }
+    const tcp_options& options() const noexcept {
+        static const tcp_options defaults;
+        return impl_ ? impl_->options() : defaults;
+    }
 
     detail::socket_ref impl_;
 };
@@ -245,10 +328,7 @@ struct callback_op : Op {
         socket_impl* s = op->owner.get();
         bool done = starter(*s, *op);
         callback_op* raw = op.release();
-        if (done && raw->status == op_status::idle) {
-            raw->status = op_status::queued;
-            s->owner().defer(raw);
-        }
+        if (done && raw->status == op_status::idle) s->complete_later(*raw);
     }
 };
 
@@ -262,7 +342,8 @@ inline io_event make_io_event(const socket_op& op, tcp source, bool end_of_strea
     return e;
 }
 
-inline bool tcp_access::read_pending(const tcp& s) noexcept { return s.impl_->read_pending(); }
+inline bool tcp_access::read_pending(const tcp& s) noexcept { return s.impl_ && s.impl_->read_pending(); }
+inline void tcp_access::check_can_write(const tcp& s, const char* what) { s.impl().check_can_write(what); }
 
 inline void socket_impl::notify_connected() {
     if (!options_.connected) return;
@@ -272,8 +353,8 @@ inline void socket_impl::notify_connected() {
 }
 
 inline void socket_impl::queue_error_notification(std::error_code ec) {
-    reactor_->defer_call([keep = socket_ref(this), ec] {
-        if (!keep->options_.error) return;
+    reactor_->defer_call([keep = socket_ref(this), ec, attempt = attempt_] {
+        if (!keep->options_.error || keep->attempt_ != attempt) return;
         tcp self(keep);
         auto callback = keep->options_.error;
         callback(self, ec.message(), ec);
@@ -302,7 +383,7 @@ inline void socket_impl::deliver_flagged_accept(accept_op* op) {
 inline void tcp::read(buffer& into, std::size_t offset, std::size_t length, io_callback callback) const {
     length = detail::checked_slice("tcp::read", "offset", "length", "into", into.length(), offset, length);
     using op_type = detail::callback_op<detail::read_op, io_callback>;
-    auto op = std::make_unique<op_type>(impl_, std::move(callback));
+    auto op = std::make_unique<op_type>(detail::socket_ref(&impl()), std::move(callback));
     op->into = into.span().subspan(offset, length);
     op->complete = [](detail::socket_op* o) {
         std::unique_ptr<op_type> self(static_cast<op_type*>(o));
@@ -318,7 +399,7 @@ inline void tcp::write(buffer data, std::size_t offset, std::size_t length, io_c
         buffer owned;  // the write owns its bytes, so temporaries are safe
     };
     using op_type = detail::callback_op<write_with_buffer, io_callback>;
-    auto op = std::make_unique<op_type>(impl_, std::move(callback));
+    auto op = std::make_unique<op_type>(detail::socket_ref(&impl()), std::move(callback));
     op->owned = std::move(data);
     op->from = std::as_const(op->owned).span().subspan(offset, length);
     op->complete = [](detail::socket_op* o) {
@@ -331,7 +412,7 @@ inline void tcp::write(buffer data, std::size_t offset, std::size_t length, io_c
 
 inline void tcp::shutdown(std::function<void(tcp&, std::error_code)> done) const {
     using op_type = detail::callback_op<detail::shutdown_op, std::function<void(tcp&, std::error_code)>>;
-    auto op = std::make_unique<op_type>(impl_, std::move(done));
+    auto op = std::make_unique<op_type>(detail::socket_ref(&impl()), std::move(done));
     op->complete = [](detail::socket_op* o) {
         std::unique_ptr<op_type> self(static_cast<op_type*>(o));
         if (!self->callback) return;

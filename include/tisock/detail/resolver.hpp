@@ -196,7 +196,4 @@ private:
     std::size_t workers_ = 0;
 };
 
-// The name socket_impl.hpp still uses, from when there was one thread.
-using resolver_thread = resolver_pool;
-
 }  // namespace tisock::detail

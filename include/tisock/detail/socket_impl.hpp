@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -116,29 +117,26 @@ private:
     const std::error_category* category_ = nullptr;
 };
 
+enum class op_kind : unsigned char { read, write, connect, accept, shutdown };
+
 // One operation on a socket, in either style.
 struct socket_op : operation {
     socket_ref owner;  // keeps the socket alive while the operation exists
     op_error ec;
     std::size_t bytes = 0;
     op_status status = op_status::idle;
+    op_kind kind;
     void (*complete)(socket_op* self) = nullptr;  // resume the coroutine / call the callback
     void (*discard)(socket_op* self) = nullptr;   // reactor destroyed: release, run nothing
 
-    socket_op() noexcept {
-        invoke = [](operation* o, bool run) {
-            auto* op = static_cast<socket_op*>(o);
-            op->status = op_status::idle;
-            if (run) {
-                op->complete(op);
-            } else {
-                op->discard(op);
-            }
-        };
-    }
+    explicit socket_op(op_kind k) noexcept : kind(k) { invoke = &run_queued; }
+
+private:
+    static void run_queued(operation* o, bool run);  // after socket_impl: it settles the socket's count
 };
 
 struct read_op : socket_op {
+    read_op() noexcept : socket_op(op_kind::read) {}
     std::span<std::byte> into;
     std::chrono::milliseconds deadline{0};  // per-call read deadline (async_read overload)
     struct deadline_timer : timer_node {
@@ -148,14 +146,21 @@ struct read_op : socket_op {
 };
 
 struct write_op : socket_op {
+    write_op() noexcept : socket_op(op_kind::write) {}
     std::span<const std::byte> from;
     write_op* next_write = nullptr;
 };
 
-struct connect_op : socket_op {};
-struct shutdown_op : socket_op {};
+struct connect_op : socket_op {
+    connect_op() noexcept : socket_op(op_kind::connect) {}
+    std::uint32_t attempt = 0;  // the socket's attempt it waits for (socket_impl::attempt_)
+};
+struct shutdown_op : socket_op {
+    shutdown_op() noexcept : socket_op(op_kind::shutdown) {}
+};
 
 struct accept_op : socket_op {
+    accept_op() noexcept : socket_op(op_kind::accept) {}
     accept_options options;
     socket_ref inbound;  // the result
 };
@@ -169,7 +174,9 @@ struct pending_connection {
 class socket_impl final : public reactor_member {
 public:
     socket_impl(reactor& r, tcp_options options) : reactor_(&r), options_(std::move(options)) {
+        // The options are validated as their setters do.
         check_queue_size(options_.listen_queue_size);
+        check_timeout(options_.timeout);
         read_waiter_.self = write_waiter_.self = this;
         read_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_readable(); };
         write_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_writable(); };
@@ -198,7 +205,7 @@ public:
 
     state current_state() const noexcept { return state_; }
     bool is_connecting() const noexcept { return connecting_; }
-    bool read_pending() const noexcept { return reading_ != nullptr; }
+    bool read_pending() const noexcept { return reading_ != nullptr || read_report_queued_; }
     const tcp_options& options() const noexcept { return options_; }
     // An inbound socket's host is its peer's address, turned into text only when asked for
     // (inet_ntop costs more than the rest of an accept).
@@ -227,6 +234,9 @@ public:
     }
     static void check_queue_size(int n) {
         if (n < 0) throw std::invalid_argument("tisock: listen_queue_size must be >= 0");
+    }
+    static void check_timeout(std::chrono::milliseconds t) {
+        if (t.count() < 0) throw std::invalid_argument("tisock: timeout must be >= 0");
     }
     void set_listen_queue_size(int n) {
         check_queue_size(n);
@@ -260,16 +270,42 @@ public:
         }
     }
 
-    void start_connect(connect_op* waiting) {
+    // The preconditions of each operation, checked when it starts and, for the awaitables,
+    // already when they are made (API.md: violations throw state_error at the call).
+    host_spec check_can_connect() const {
         check_can_start("connect()");
         check_port(options_.port, port_use::connect);
-        host_spec host = classify_host(options_.host, options_.port);
+        return classify_host(options_.host, options_.port);
+    }
+    void check_can_accept() const {
+        check_listening("async_accept()");
+        if (accepting_ != nullptr) throw state_error("tisock: an accept is already pending on this listener");
+    }
+    void check_can_read() const {
+        check_connected("read");
+        if (read_pending()) [[unlikely]] throw state_error("tisock: a read is already pending on this socket");
+    }
+    void check_can_write(const char* what) const {
+        check_connected(what);
+        if (shutdown_requested_) [[unlikely]] throw state_error("tisock: write after shutdown()");
+    }
+    void check_can_shutdown() const {
+        check_connected("shutdown()");
+        if (shutdown_requested_) throw state_error("tisock: shutdown() was already called");
+    }
+
+    void start_connect(connect_op* waiting) {
+        host_spec host = check_can_connect();
 
         state_ = state::initialized;  // a closed or failed socket is re-initialized
+        ++attempt_;
         connecting_ = true;
         connect_keepalive_ = socket_ref(this);  // a connect in flight keeps its socket alive
         connect_waiter_ = waiting;
-        if (waiting != nullptr) waiting->status = op_status::pending;
+        if (waiting != nullptr) {
+            waiting->status = op_status::pending;
+            waiting->attempt = attempt_;
+        }
         reactor_->add_work();  // the connect itself, in either style
         if (options_.timeout.count() > 0) reactor_->schedule_timer(&deadline_, clock::now() + options_.timeout);
         if (!connect_) connect_ = std::make_unique<connect_state>();
@@ -287,59 +323,41 @@ public:
         job->target = reactor_;
         job->on_done = [this](resolve_job& done) { on_resolved(done); };
         connect_->job = job;
-        resolver_thread::submit(std::move(job));
+        try {
+            resolver_pool::submit(std::move(job));
+        } catch (...) {  // no worker could start: the connect never began
+            connect_->job.reset();
+            if (connect_waiter_ != nullptr) std::exchange(connect_waiter_, nullptr)->status = op_status::idle;
+            socket_ref keep = end_connecting();
+            state_ = state::error;
+            throw;
+        }
     }
 
     // ---- listen / accept -------------------------------------------------------------------
 
+    // Blocking. Past the state check, every failure - a bad host or port, a wildcard
+    // address, resolution, bind, listen - throws and leaves the socket in error (the spec:
+    // listen "throws an exception on error and sets the socket state to ERROR").
     void listen() {
         check_can_start("listen()");
-        // Argument errors leave the socket as it is; system failures move it to error.
-        check_port(options_.port, port_use::listen);
-        if (options_.host.empty()) {
-            throw std::invalid_argument("tisock: listen() needs a host: INADDR_ANY (all interfaces) is not supported");
-        }
-        host_spec host = classify_host(options_.host, options_.port);
-        std::vector<endpoint> endpoints;
-        if (host.numeric) {
-            endpoints.push_back(host.literal);
-        } else {
-            int sys_errno = 0;
-            if (int rc = resolve_blocking(options_.host, options_.port, endpoints, sys_errno); rc != 0) {
-                state_ = state::error;
-                std::error_code ec = rc == EAI_SYSTEM ? errno_code(sys_errno) : std::error_code(rc, resolver_category());
-                throw std::system_error(ec, "tisock: listen() could not resolve host \"" + options_.host + "\"");
-            }
-        }
-        for (const endpoint& e : endpoints) {
-            if (is_wildcard(e)) {
-                throw std::invalid_argument("tisock: host \"" + options_.host +
-                                            "\" is a wildcard address: INADDR_ANY is not supported");
-            }
-        }
-        std::error_code ec;
-        for (const endpoint& e : endpoints) {
-            ec = open_listener(e);
-            if (!ec) break;
-        }
-        if (ec) {
+        try {
+            open_listener();
+        } catch (...) {
             state_ = state::error;
-            throw std::system_error(ec, "tisock: listen() on " + options_.host + ":" + std::to_string(options_.port));
-        }
-        if (!listener_) {
-            listener_ = std::make_unique<listener_state>();
-            listener_->backoff.self = this;
-            listener_->backoff.on_expire = [](timer_node* t) {
-                static_cast<socket_timer*>(t)->self->on_accept_backoff();
-            };
+            throw;
         }
         state_ = state::listening;
+        ++attempt_;
         if (options_.port == 0) options_.port = local_port();
     }
+
+    static void check_accept_options(const accept_options& o) { check_timeout(o.timeout); }
 
     // Callback accept(): flags the listener for the next connection (one-shot).
     void flag_accept(accept_options options) {
         check_listening("accept()");
+        check_accept_options(options);
         accept_op& flagged = listener_->flagged_accept;
         if (accepting_ != nullptr && accepting_ != &flagged) {
             throw state_error("tisock: accept() while async_accept() is pending (they share one slot)");
@@ -357,8 +375,7 @@ public:
 
     // async_accept(): true if a connection was handed over at once.
     bool start_async_accept(accept_op& op) {
-        check_listening("async_accept()");
-        if (accepting_ != nullptr) throw state_error("tisock: an accept is already pending on this listener");
+        check_can_accept();
         if (!listener_->pending.empty()) {
             op.inbound = adopt_pending(op.options, op.ec);
             return true;
@@ -371,8 +388,7 @@ public:
 
     // True if the read completed at once (op.bytes / op.ec / op.eof set).
     bool start_read(read_op& op) {
-        check_connected("read");
-        if (reading_ != nullptr) throw state_error("tisock: a read is already pending on this socket");
+        check_can_read();
         // (An operation is started once, freshly built: its result fields are already clear.)
         if (op.into.empty()) return true;
         if (d_->read_ready) {
@@ -405,8 +421,7 @@ public:
     // True if the write completed at once. A write with nothing queued ahead of it hands
     // the kernel what it will take before returning.
     bool start_write(write_op& op) {
-        check_connected("write");
-        if (shutdown_requested_) throw state_error("tisock: write after shutdown()");
+        check_can_write("write");
         if (write_head_ == nullptr) {
             switch (write_now(op)) {
                 case io_result::done: return true;
@@ -425,8 +440,7 @@ public:
     // bytes written, 0 when other writes are queued (FIFO order holds) or the kernel takes
     // nothing. A failure fails the socket as any write would, and throws.
     std::size_t try_write(std::span<const std::byte> from) {
-        check_connected("try_write");
-        if (shutdown_requested_) throw state_error("tisock: write after shutdown()");
+        check_can_write("try_write");
         if (write_head_ != nullptr || from.empty()) return 0;
         write_op op;
         op.from = from;
@@ -442,8 +456,7 @@ public:
 
     // True if the sending side was shut down at once (nothing queued).
     bool start_shutdown(shutdown_op& op) {
-        check_connected("shutdown()");
-        if (shutdown_requested_) throw state_error("tisock: shutdown() was already called");
+        check_can_shutdown();
         shutdown_requested_ = true;
         if (write_head_ == nullptr) {
             if (sys::result r = sys::shutdown(d_->fd, SHUT_WR); !r) op.ec = errno_code(r.error);
@@ -459,9 +472,12 @@ public:
 
     // Blocking close: on return the descriptor is closed and the state is closed. Pending
     // operations end with operation_canceled; no error callback runs.
+    bool can_close() const noexcept {
+        return reactor_ != nullptr && (state_ == state::connected || state_ == state::listening || connecting_);
+    }
     void close() {
         check_reactor();
-        if (state_ != state::connected && state_ != state::listening && !connecting_) {
+        if (!can_close()) {
             throw state_error("tisock: close() on a " + std::string(to_string(state_)) +
                               " socket (only connected, listening or connecting sockets can be closed)");
         }
@@ -470,11 +486,27 @@ public:
         finish_all(std::make_error_code(std::errc::operation_canceled));
     }
 
+    // Completion from inside a user's call (or behind a queued report): through the ready
+    // queue. A read stays the socket's one read until its report has run (a second read
+    // before then could deliver later bytes first).
+    void complete_later(socket_op& op) {
+        op.status = op_status::queued;
+        ++reports_queued_;
+        if (op.kind == op_kind::read) read_report_queued_ = true;
+        reactor_->defer(&op);
+    }
+    // A queued report runs, or is dropped without running.
+    void report_left_queue(socket_op& op) noexcept {
+        op.status = op_status::idle;
+        --reports_queued_;
+        if (op.kind == op_kind::read) read_report_queued_ = false;
+    }
+
     // A pending operation whose owner goes away (its coroutine frame is destroyed).
     void forget(socket_op& op) noexcept {
         if (op.status == op_status::queued) {
             if (reactor_ != nullptr) reactor_->cancel_deferred(&op);
-            op.status = op_status::idle;
+            report_left_queue(op);
             return;
         }
         if (op.status != op_status::pending) return;
@@ -540,14 +572,16 @@ private:
         return {format_host(s), format_port(s)};
     }
 
-    // Completion from the run loop: runs now. From inside a user's call: queued.
+    // Completion from the run loop: runs now - unless a report of this socket is still
+    // queued, which it must not overtake (a socket's reports arrive in the order its
+    // operations finished, even when the ready queue yields to I/O after its budget).
     void complete_now(socket_op& op) {
+        if (reports_queued_ > 0) {
+            complete_later(op);
+            return;
+        }
         op.status = op_status::idle;
         op.complete(&op);
-    }
-    void complete_later(socket_op& op) {
-        op.status = op_status::queued;
-        reactor_->defer(&op);
     }
     // Ends a pending operation with `ec`, through the ready queue.
     void finish_pending(socket_op& op, std::error_code ec) {
@@ -570,6 +604,43 @@ private:
         if (d_ == nullptr) return;
         reactor_->close_descriptor(d_);
         d_ = nullptr;
+    }
+
+    void open_listener() {
+        check_port(options_.port, port_use::listen);
+        if (options_.host.empty()) {
+            throw std::invalid_argument("tisock: listen() needs a host: INADDR_ANY (all interfaces) is not supported");
+        }
+        host_spec host = classify_host(options_.host, options_.port);
+        std::vector<endpoint> endpoints;
+        if (host.numeric) {
+            endpoints.push_back(host.literal);
+        } else {
+            int sys_errno = 0;
+            if (int rc = resolve_blocking(options_.host, options_.port, endpoints, sys_errno); rc != 0) {
+                std::error_code ec = rc == EAI_SYSTEM ? errno_code(sys_errno) : std::error_code(rc, resolver_category());
+                throw std::system_error(ec, "tisock: listen() could not resolve host \"" + options_.host + "\"");
+            }
+        }
+        for (const endpoint& e : endpoints) {
+            if (is_wildcard(e)) {
+                throw std::invalid_argument("tisock: host \"" + options_.host +
+                                            "\" is a wildcard address: INADDR_ANY is not supported");
+            }
+        }
+        if (!listener_) {
+            listener_ = std::make_unique<listener_state>();
+            listener_->backoff.self = this;
+            listener_->backoff.on_expire = [](timer_node* t) {
+                static_cast<socket_timer*>(t)->self->on_accept_backoff();
+            };
+        }
+        std::error_code ec;
+        for (const endpoint& e : endpoints) {
+            ec = open_listener(e);
+            if (!ec) return;
+        }
+        throw std::system_error(ec, "tisock: listen() on " + options_.host + ":" + std::to_string(options_.port));
     }
 
     std::error_code open_listener(const endpoint& e) {
@@ -660,40 +731,31 @@ private:
         state_ = state::connected;
         if (inside_call) {
             // Rare (loopback may connect at once): report from the run loop all the same.
-            reactor_->defer_call([keep = socket_ref(this)] { keep->announce_connected(); });
+            reactor_->defer_call([keep = socket_ref(this), attempt = attempt_] {
+                if (keep->attempt_ == attempt) keep->announce_connected();
+            });
             return;
         }
         announce_connected();
     }
 
-    // `connected` observer first, then the waiting coroutine (if any).
+    // `connected` observer first, then the waiting coroutine (if any), which checks when it
+    // resumes that the socket is still connected (connect_outcome).
     void announce_connected() {
         socket_ref keep(this);
         connect_op* waiting = std::exchange(connect_waiter_, nullptr);
-        // A close() before this report, or inside the observer, turns the waiter's success
-        // into operation_canceled.
-        auto settle = [&] {
-            if (state_ != state::connected && !waiting->ec) waiting->ec = std::make_error_code(std::errc::operation_canceled);
-        };
         if (state_ == state::connected) {
             try {
                 notify_connected();
             } catch (...) {
                 // The observer threw (it propagates out of run*()): the waiting coroutine
                 // still resumes, from the run loop, instead of staying suspended forever.
-                if (waiting != nullptr) {
-                    settle();
-                    complete_later(*waiting);
-                }
+                if (waiting != nullptr) complete_later(*waiting);
                 throw;
             }
         }
-        if (waiting != nullptr) {
-            settle();
-            complete_now(*waiting);
-        }
+        if (waiting != nullptr) complete_now(*waiting);
     }
-
 
     // Reported through the queue whether or not it happens inside connect().
     void connect_failed() {
@@ -717,12 +779,26 @@ private:
         if (!listener_->pending.empty()) schedule_delivery();
     }
 
-    // Takes every connection off the kernel queue: up to listen_queue_size wait in user
-    // space (one more while an accept is flagged), the rest are reset at once.
+    // Takes every connection off the kernel queue. An armed accept takes each one as it
+    // comes, so an application that re-arms its accept as soon as it resumes gets every
+    // connection of a burst; otherwise up to listen_queue_size wait in user space (one more
+    // while an accept is armed) and the rest are reset at once.
     void drain_listener() {
         listener_state& l = *listener_;
         if (l.backoff.armed()) return;
+        const std::uint32_t attempt = attempt_;
+        socket_ref keep(this);
         for (;;) {
+            if (accepting_ != nullptr && !l.pending.empty()) {
+                try {
+                    deliver_accept();  // runs the application, which may re-arm or close
+                } catch (...) {
+                    resume_draining_later();  // the readiness edge is consumed: drain on the next turn
+                    throw;
+                }
+                if (state_ != state::listening || attempt_ != attempt) return;
+                continue;
+            }
             pending_connection c;
             sys::result r = sys::accept(d_->fd, &c.peer);
             if (!r) {
@@ -758,7 +834,12 @@ private:
             }
             l.pending.push_back(c);
         }
-        if (accepting_ != nullptr && !l.pending.empty()) deliver_accept();
+    }
+
+    void resume_draining_later() {
+        reactor_->defer_call([keep = socket_ref(this), attempt = attempt_] {
+            if (keep->state_ == state::listening && keep->attempt_ == attempt) keep->drain_listener();
+        });
     }
 
     // A hostname lookup in flight is abandoned: its result will be dropped (resolver.hpp).
@@ -1013,13 +1094,10 @@ private:
     // Closes the descriptor and ends every pending operation with `ec` (through the queue).
     void finish_all(std::error_code ec) {
         socket_ref connect_reference;  // released when everything below is done
-        if (connecting_) {
-            connect_reference = end_connecting();
-            if (connect_waiter_ != nullptr) {
-                connect_waiter_->ec = ec;
-                connect_waiter_->status = op_status::pending;
-                complete_later(*std::exchange(connect_waiter_, nullptr));
-            }
+        if (connecting_) connect_reference = end_connecting();
+        if (connect_waiter_ != nullptr) {  // connecting, or connected with its report queued
+            connect_waiter_->ec = ec;
+            complete_later(*std::exchange(connect_waiter_, nullptr));
         }
         cancel_resolution();
         if (reading_ != nullptr) {
@@ -1051,6 +1129,18 @@ private:
     }
 
     void queue_error_notification(std::error_code ec);  // defined in tcp.hpp (needs tcp)
+
+public:
+    // What an awaited connect reports: its error, or operation_canceled when the socket is
+    // no longer connected by this attempt when the coroutine resumes (closed, failed or
+    // restarted while the report was queued or the connected observer ran).
+    std::error_code connect_outcome(const connect_op& op) const noexcept {
+        if (op.ec) return op.ec;
+        if (state_ != state::connected || attempt_ != op.attempt) return std::make_error_code(std::errc::operation_canceled);
+        return {};
+    }
+
+private:
     void notify_connected();                             // defined in tcp.hpp (needs tcp)
 
     // Handles dropped or reactor gone: free what the socket holds without any callback.
@@ -1096,6 +1186,9 @@ private:
     std::size_t refs_ = 0;
     tcp_options options_;
     state state_ = state::initialized;
+    // Counts connect() and listen() calls: a notification queued for an earlier attempt
+    // (an error callback, a connect report) is dropped, never delivered to the next one.
+    std::uint32_t attempt_ = 0;
     bool connecting_ = false;
     bool inbound_ = false;
     bool shutdown_requested_ = false;
@@ -1105,6 +1198,8 @@ private:
     socket_timer deadline_;  // connect timeout, or the timeout of the head write
 
     read_op* reading_ = nullptr;
+    bool read_report_queued_ = false;  // a finished read whose report has not run yet
+    std::uint32_t reports_queued_ = 0;  // this socket's operations finished, not reported yet
     accept_op* accepting_ = nullptr;  // accept() and async_accept() share this slot
     connect_op* connect_waiter_ = nullptr;
     write_op* write_head_ = nullptr;
@@ -1136,6 +1231,16 @@ private:
 
     friend class tisock::tcp;
 };
+
+inline void socket_op::run_queued(operation* o, bool run) {
+    auto* op = static_cast<socket_op*>(o);
+    op->owner->report_left_queue(*op);
+    if (run) {
+        op->complete(op);
+    } else {
+        op->discard(op);
+    }
+}
 
 inline socket_ref::socket_ref(socket_impl* p) noexcept : p_(p) {
     if (p_ != nullptr) p_->add_ref();
