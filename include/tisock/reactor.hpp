@@ -7,6 +7,7 @@
 
 #include "detail/require_cxx20.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <coroutine>
@@ -201,7 +202,11 @@ public:
         if (d != nullptr) {
             free_descriptors_ = d->next;
         } else {
-            descriptor_pool_.reserve(descriptor_pool_.size() + 1);
+            // Room first, so that push_back cannot throw after the new. Doubling: growing
+            // by one would move the whole pool at every new peak (quadratic in connections).
+            if (descriptor_pool_.size() == descriptor_pool_.capacity()) {
+                descriptor_pool_.reserve(std::max<std::size_t>(64, 2 * descriptor_pool_.capacity()));
+            }
             d = new detail::descriptor_state;
             descriptor_pool_.push_back(d);
         }
