@@ -27,6 +27,7 @@
 #include <functional>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -481,6 +482,11 @@ inline int int_option(int fd, int level, int name) {
     REQUIRE(::getsockopt(fd, level, name, &v, &len) == 0);
     return v;
 }
+
+// What the tests' own callbacks throw, to check that an exception leaves run*() cleanly.
+struct boom : std::runtime_error {
+    boom() : std::runtime_error("boom") {}
+};
 
 // Counts calls of the error callback and records the last one.
 struct error_log {

@@ -17,10 +17,6 @@ using tisock::tcp;
 
 namespace {
 
-struct boom : std::runtime_error {
-    boom() : std::runtime_error("boom") {}
-};
-
 // Runs `r` until `done()` or `limit`, swallowing (and counting) `boom` thrown by callbacks.
 template <class Predicate>
 bool run_through_booms(tisock::reactor& r, Predicate done, int& booms, std::chrono::milliseconds limit = 3000ms) {

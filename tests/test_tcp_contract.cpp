@@ -20,10 +20,6 @@ using tisock::tcp;
 
 namespace {
 
-struct boom : std::runtime_error {
-    boom() : std::runtime_error("boom") {}
-};
-
 // True if `f()` throws state_error (and nothing else).
 template <class F>
 bool throws_state_error(F f) {
