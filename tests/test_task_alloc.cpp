@@ -143,7 +143,12 @@ TEST_CASE("the reactor's descriptor pool grows geometrically: one allocation per
     std::size_t grown = allocations() - before;
     for (auto* d : states) REQUIRE(d != nullptr);
     MESSAGE("allocations for " << n << " new descriptors: " << grown);
+#ifndef TISOCK_BACKEND_KQUEUE_EMULATION
     CHECK(grown <= std::size_t(n) + 16);  // a state each, plus log2(n) growths of the pool
+#else
+    // The test-only kqueue emulation allocates one node per registration of its own.
+    CHECK(grown <= 2 * std::size_t(n) + 16);
+#endif
     for (auto* d : states) r.close_descriptor(d);
     (void)::close(seed);
 }
