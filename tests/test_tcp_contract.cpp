@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -208,6 +209,65 @@ TEST_CASE_FIXTURE(socket_test, "a second callback read while the first read's re
     t.inbound.read(b, [&](const io_event& e) { seen.push_back(b.to_string().substr(0, std::size_t(e.bytes_processed))); });
     REQUIRE(run_until(r, [&] { return seen.size() == 2; }));
     CHECK(seen[1] == "later");
+    t.close_all();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE_FIXTURE(socket_test, "handlers that keep queueing work do not starve I/O under run_one() or short run_for() calls") {
+    socket_trio t = connect_trio(r, "127.0.0.1");
+    for (bool use_run_one : {true, false}) {
+        CAPTURE(use_run_one);
+        bool keep_going = true;
+        std::function<void()> again = [&] {
+            if (!keep_going) return;
+            if (!use_run_one) std::this_thread::sleep_for(200us);  // 64 of them outlast run_for(5ms)
+            r.post(again);
+        };
+        r.post(again);
+        tisock::buffer into(16);
+        bool read_done = false;
+        t.inbound.read(into, [&](const io_event&) { read_done = true; });
+        REQUIRE(t.client.try_write(bytes_of("ping")) == 4);
+        auto deadline = test_clock::now() + 5s;
+        while (!read_done && test_clock::now() < deadline) {
+            if (use_run_one) {
+                r.run_one();
+            } else {
+                r.run_for(5ms);
+            }
+        }
+        CHECK(read_done);
+        keep_going = false;
+        r.run_for(20ms);
+    }
+    t.close_all();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE_FIXTURE(socket_test, "a write finished from the run loop never overtakes an earlier write's queued report") {
+    // The ready queue yields to I/O after 64 handlers: a write that completes during that
+    // I/O used to report before an earlier write whose report waited further back.
+    socket_trio t = connect_trio(r, "127.0.0.1");
+    std::vector<int> order;
+    const std::string big = pattern(16 << 20);  // more than the kernel takes at once
+    std::atomic<bool> stop_reading{false};
+    std::thread drain([fd = t.inbound.native_handle(), &stop_reading] {
+        // Reads the inbound side's bytes straight from the kernel (its tisock handle is idle).
+        std::vector<char> sink(1 << 16);
+        while (!stop_reading) {
+            if (::recv(fd, sink.data(), sink.size(), MSG_DONTWAIT) <= 0) std::this_thread::sleep_for(50us);
+        }
+    });
+    r.post([&] {
+        for (int i = 0; i < 6000; ++i) r.defer_call([] { std::this_thread::sleep_for(20us); });
+        t.client.write(buffer_of("x"), [&](const io_event&) { order.push_back(1); });  // done at once
+        t.client.write(buffer_of(big), [&](const io_event&) { order.push_back(2); });  // queued
+    });
+    bool both = run_until(r, [&] { return order.size() == 2; }, 15s);
+    stop_reading = true;
+    drain.join();
+    REQUIRE(both);
+    CHECK(order == std::vector<int>{1, 2});
     t.close_all();
     check_nothing_left(r, fds);
 }

@@ -349,9 +349,6 @@ private:
         const bool bounded = may_block && limit != detail::clock::time_point::max();
         std::size_t count = 0;
         bool polled = false;
-        // Queued handlers run at most `ready_budget` at a time between two looks at the
-        // backend, so that a handler that keeps queueing work cannot starve I/O.
-        std::size_t budget = ready_budget;
         for (;;) {
             if (stopped()) return count;
             if (cursor_ < event_count_) {
@@ -370,9 +367,9 @@ private:
                 }
             }
             take_posted();
-            if (budget > 0) {
+            if (ready_budget_left_ > 0) {
                 if (detail::operation* op = ready_.pop()) {
-                    --budget;
+                    --ready_budget_left_;
                     op->invoke(op, true);
                     if (++count, one || (bounded && detail::clock::now() >= limit)) return count;
                     continue;
@@ -385,11 +382,16 @@ private:
             polled = !may_block;
             event_count_ = backend_.wait(more_ready ? 0 : wait_timeout(limit, may_block));
             cursor_ = 0;
-            budget = ready_budget;
+            ready_budget_left_ = ready_budget;
         }
     }
 
+    // Queued handlers run at most `ready_budget` at a time between two looks at the
+    // backend, so that handlers that keep queueing work cannot starve I/O. The count is the
+    // reactor's, not the call's: run_one() (and so sync_wait) and run_for() calls that each
+    // return before the budget is spent must not restart it, or I/O would wait forever.
     static constexpr std::size_t ready_budget = 64;
+    std::size_t ready_budget_left_ = ready_budget;
 
     detail::backend backend_;
     std::size_t event_count_ = 0;
