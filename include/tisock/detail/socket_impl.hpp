@@ -177,13 +177,17 @@ public:
         // The options are validated as their setters do.
         check_queue_size(options_.listen_queue_size);
         check_timeout(options_.timeout);
-        read_waiter_.self = write_waiter_.self = this;
-        read_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_readable(); };
-        write_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_writable(); };
-        deadline_.self = this;
-        deadline_.on_expire = [](timer_node* t) { static_cast<socket_timer*>(t)->self->on_deadline(); };
-        abandon = [](reactor_member* m) { static_cast<socket_impl*>(m)->abandon_reactor(); };
-        r.add_member(this);
+        join(r);
+    }
+
+    // An accepted connection (its descriptor is adopted next): built in place, without a
+    // tcp_options to move from. The accept options were validated when the accept started.
+    socket_impl(reactor& r, const pending_connection& c, const accept_options& accepted)
+        : reactor_(&r), inbound_(true), unformatted_peer_(c.peer) {
+        options_.port = format_port(c.peer);  // host(): formatted on first use
+        options_.timeout = accepted.timeout;
+        if (accepted.error) options_.error = accepted.error;
+        join(r);
     }
 
     socket_impl(const socket_impl&) = delete;
@@ -546,6 +550,16 @@ private:
         socket_impl* self = nullptr;
     };
 
+    void join(reactor& r) noexcept {
+        read_waiter_.self = write_waiter_.self = this;
+        read_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_readable(); };
+        write_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_writable(); };
+        deadline_.self = this;
+        deadline_.on_expire = [](timer_node* t) { static_cast<socket_timer*>(t)->self->on_deadline(); };
+        abandon = [](reactor_member* m) { static_cast<socket_impl*>(m)->abandon_reactor(); };
+        r.add_member(this);
+    }
+
     void check_reactor() const {
         if (reactor_ == nullptr) throw state_error("tisock: the socket's reactor has been destroyed");
     }
@@ -788,15 +802,20 @@ private:
         if (l.backoff.armed()) return;
         const std::uint32_t attempt = attempt_;
         socket_ref keep(this);
+        // Hands a connection to the armed accept, which runs the application (it may re-arm
+        // or close); false when the listener is no longer this attempt's.
+        auto hand_over = [&](const pending_connection* taken) {
+            try {
+                deliver_accept(taken);
+            } catch (...) {
+                resume_draining_later();  // the readiness edge is consumed: drain on the next turn
+                throw;
+            }
+            return state_ == state::listening && attempt_ == attempt;
+        };
         for (;;) {
-            if (accepting_ != nullptr && !l.pending.empty()) {
-                try {
-                    deliver_accept();  // runs the application, which may re-arm or close
-                } catch (...) {
-                    resume_draining_later();  // the readiness edge is consumed: drain on the next turn
-                    throw;
-                }
-                if (state_ != state::listening || attempt_ != attempt) return;
+            if (accepting_ != nullptr && !l.pending.empty()) {  // the oldest first
+                if (!hand_over(nullptr)) return;
                 continue;
             }
             pending_connection c;
@@ -827,8 +846,11 @@ private:
                 return;
             }
             c.fd = int(r.value);
-            std::size_t capacity = std::size_t(options_.listen_queue_size) + (accepting_ != nullptr ? 1 : 0);
-            if (l.pending.size() >= capacity) {
+            if (accepting_ != nullptr) {  // nothing is pending: straight to the accept
+                if (!hand_over(&c)) return;
+                continue;
+            }
+            if (l.pending.size() >= std::size_t(options_.listen_queue_size)) {
                 sys::close_with_reset(c.fd);
                 continue;
             }
@@ -868,10 +890,12 @@ private:
     }
 
     // From the run loop: hands the first pending connection to the waiting accept.
-    void deliver_accept() {
+    // From the run loop: hands `taken`, or else the first pending connection, to the
+    // waiting accept.
+    void deliver_accept(const pending_connection* taken = nullptr) {
         accept_op* op = std::exchange(accepting_, nullptr);
         reactor_->remove_work();
-        op->inbound = adopt_pending(op->options, op->ec);
+        op->inbound = taken != nullptr ? adopt(*taken, op->options, op->ec) : adopt_pending(op->options, op->ec);
         complete_now(*op);
     }
 
@@ -890,13 +914,10 @@ private:
     socket_ref adopt_pending(const accept_options& options, op_error& ec) {
         pending_connection c = listener_->pending.front();
         listener_->pending.pop_front();
-        tcp_options inbound_options;
-        inbound_options.port = format_port(c.peer);  // host(): formatted on first use
-        inbound_options.timeout = options.timeout;
-        inbound_options.error = options.error;
-        socket_ref in(new socket_impl(*reactor_, std::move(inbound_options)));
-        in->inbound_ = true;
-        in->unformatted_peer_ = inet_address(c.peer);
+        return adopt(c, options, ec);
+    }
+    socket_ref adopt(const pending_connection& c, const accept_options& options, op_error& ec) {
+        socket_ref in(new socket_impl(*reactor_, c, options));
         if ((ec = in->adopt_descriptor(c.fd))) return {};
         in->state_ = state::connected;
         return in;
