@@ -827,12 +827,19 @@ void act_connect(world& w, int e, const tcp& h) {
     }
 }
 
-void new_client(world& w) {
+// A new endpoint of `kind`, in a style picked at random; returns its index.
+int add_endpoint(world& w, role kind) {
     int e = int(w.eps.size());
     endpoint& ep = w.eps.emplace_back();
     ep.id = e;
-    ep.kind = role::client;
+    ep.kind = kind;
     ep.coro = w.chance(50);
+    return e;
+}
+
+void new_client(world& w) {
+    int e = add_endpoint(w, role::client);
+    endpoint& ep = w.eps[std::size_t(e)];
     ep.auto_read = w.chance(50);
     tisock::tcp_options o{.host = "127.0.0.1", .port = pick_target(w)};
     if (w.chance(15)) o.timeout = std::chrono::milliseconds(20 + w.pick(100));
@@ -863,11 +870,8 @@ void act_listen(world& w, int e, const tcp& h) {
 }
 
 void new_listener(world& w) {
-    int e = int(w.eps.size());
-    endpoint& ep = w.eps.emplace_back();
-    ep.id = e;
-    ep.kind = role::listener;
-    ep.coro = w.chance(50);
+    int e = add_endpoint(w, role::listener);
+    endpoint& ep = w.eps[std::size_t(e)];
     tisock::tcp_options o{.host = "127.0.0.1", .port = 0, .listen_queue_size = w.pick(4)};
     o.error = error_observer(w, e);
     o.accepted = [pw = &w, e](tcp& l, tcp in) {
