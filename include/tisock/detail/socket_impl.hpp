@@ -177,7 +177,7 @@ public:
         // The options are validated as their setters do.
         check_queue_size(options_.listen_queue_size);
         check_timeout(options_.timeout);
-        join(r);
+        attach_to(r);
     }
 
     // An accepted connection (its descriptor is adopted next): built in place, without a
@@ -187,7 +187,7 @@ public:
         options_.port = format_port(c.peer);  // host(): formatted on first use
         options_.timeout = accepted.timeout;
         if (accepted.error) options_.error = accepted.error;
-        join(r);
+        attach_to(r);
     }
 
     socket_impl(const socket_impl&) = delete;
@@ -346,7 +346,7 @@ public:
     void listen() {
         check_can_start("listen()");
         try {
-            open_listener();
+            open_listening_socket();
         } catch (...) {
             state_ = state::error;
             throw;
@@ -474,11 +474,11 @@ public:
 
     // ---- close -----------------------------------------------------------------------------
 
-    // Blocking close: on return the descriptor is closed and the state is closed. Pending
-    // operations end with operation_canceled; no error callback runs.
     bool can_close() const noexcept {
         return reactor_ != nullptr && (state_ == state::connected || state_ == state::listening || connecting_);
     }
+    // Blocking close: on return the descriptor is closed and the state is closed. Pending
+    // operations end with operation_canceled; no error callback runs.
     void close() {
         check_reactor();
         if (!can_close()) {
@@ -550,7 +550,8 @@ private:
         socket_impl* self = nullptr;
     };
 
-    void join(reactor& r) noexcept {
+    // Wires the socket's readiness and timer callbacks and joins the reactor's members.
+    void attach_to(reactor& r) noexcept {
         read_waiter_.self = write_waiter_.self = this;
         read_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_readable(); };
         write_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_writable(); };
@@ -620,7 +621,8 @@ private:
         d_ = nullptr;
     }
 
-    void open_listener() {
+    // listen()'s work after the state check: validates host and port, resolves, binds.
+    void open_listening_socket() {
         check_port(options_.port, port_use::listen);
         if (options_.host.empty()) {
             throw std::invalid_argument("tisock: listen() needs a host: INADDR_ANY (all interfaces) is not supported");
