@@ -30,6 +30,7 @@
 #include "../error.hpp"
 #include "../reactor.hpp"
 #include "address.hpp"
+#include "block_cache.hpp"
 #include "resolver.hpp"
 #include "sys.hpp"
 
@@ -192,6 +193,11 @@ public:
 
     socket_impl(const socket_impl&) = delete;
     socket_impl& operator=(const socket_impl&) = delete;
+
+    // One per connection: recycled per thread (block_cache.hpp), so a server that closes a
+    // connection and accepts the next allocates nothing for it.
+    static void* operator new(std::size_t size) { return allocate_recycled(size); }
+    static void operator delete(void* p, std::size_t size) noexcept { deallocate_recycled(p, size); }
 
     // The last handle and the last operation are gone: close silently.
     ~socket_impl() {
