@@ -70,10 +70,10 @@ private:
     }
 };
 
-// Blocks of any size up to recycled_max, rounded up to a multiple of recycled_granule (at
-// most 63 bytes more than asked), each size class cached as above; larger ones go straight
+// Blocks of any size up to recycled_max, rounded up to a multiple of recycled_granule (as
+// malloc rounds, without its header), each size class cached as above; larger ones go straight
 // to operator new. For coroutine frames and sockets, whose sizes are known only per type.
-inline constexpr std::size_t recycled_granule = 64;
+inline constexpr std::size_t recycled_granule = 16;
 inline constexpr std::size_t recycled_max = 1024;
 
 template <std::size_t... Class>
