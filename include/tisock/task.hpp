@@ -127,12 +127,7 @@ private:
 
 // Coroutine frames of tasks and roots come from the per-thread block caches: a server's
 // per-connection frames are reused by the next connection instead of going back to malloc.
-struct recycled_frame {
-    static void* operator new(std::size_t size) { return allocate_recycled(size); }
-    static void operator delete(void* frame, std::size_t size) noexcept { deallocate_recycled(frame, size); }
-};
-
-class task_promise_base : public recycled_frame {
+class task_promise_base : public recycled_allocation {
 public:
     std::suspend_always initial_suspend() const noexcept { return {}; }
 
@@ -285,7 +280,7 @@ inline task<void> task_promise<void>::get_return_object() noexcept {
 // its root list, counted as work) until it finishes, so that destroying the reactor
 // destroys it and, through the task it awaits, every frame below it.
 struct root_coroutine {
-    struct promise_type : reactor_member, operation, recycled_frame {
+    struct promise_type : reactor_member, operation, recycled_allocation {
         reactor* owner = nullptr;
         bool* done_flag = nullptr;  // sync_wait's completion flag, if any
 

@@ -301,25 +301,14 @@ namespace detail {
 
 // The callback face of an operation: allocated per call, freed after its callback ran.
 template <class Op, class Callback>
-struct callback_op : Op {
+struct callback_op : Op, recycled_allocation {
     Callback callback;
 
+    // One operation per read and per write: recycled per thread (recycled_allocation).
     callback_op(socket_ref socket, Callback cb) : callback(std::move(cb)) {
+        static_assert(alignof(callback_op) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
         this->owner = std::move(socket);
         this->discard = [](socket_op* op) { delete static_cast<callback_op*>(op); };
-    }
-
-    // One operation per read and per write: recycled per thread (see block_cache.hpp).
-    static void* operator new(std::size_t size) {
-        static_assert(alignof(callback_op) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
-        return size == sizeof(callback_op) ? block_cache<sizeof(callback_op)>::allocate() : ::operator new(size);
-    }
-    static void operator delete(void* p, std::size_t size) noexcept {
-        if (size == sizeof(callback_op)) {
-            block_cache<sizeof(callback_op)>::deallocate(p);
-        } else {
-            ::operator delete(p);
-        }
     }
 
     // Reports through the queue when the operation ended inside the starting call.

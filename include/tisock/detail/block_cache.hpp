@@ -103,4 +103,11 @@ inline void deallocate_recycled(void* p, std::size_t size) noexcept {
     deallocate_in_class((size - 1) / recycled_granule, p, recycled_classes{});
 }
 
+// A base for what is allocated per connection or per operation (sockets, callback
+// operations, the promises of coroutine frames): its memory comes from the caches above.
+struct recycled_allocation {
+    static void* operator new(std::size_t size) { return allocate_recycled(size); }
+    static void operator delete(void* p, std::size_t size) noexcept { deallocate_recycled(p, size); }
+};
+
 }  // namespace tisock::detail

@@ -172,7 +172,9 @@ struct pending_connection {
     sockaddr_storage peer{};
 };
 
-class socket_impl final : public reactor_member {
+// One per connection, recycled per thread (recycled_allocation): a server that closes a
+// connection and accepts the next allocates nothing for it.
+class socket_impl final : public reactor_member, public recycled_allocation {
 public:
     socket_impl(reactor& r, tcp_options options) : reactor_(&r), options_(std::move(options)) {
         // The options are validated as their setters do.
@@ -193,11 +195,6 @@ public:
 
     socket_impl(const socket_impl&) = delete;
     socket_impl& operator=(const socket_impl&) = delete;
-
-    // One per connection: recycled per thread (block_cache.hpp), so a server that closes a
-    // connection and accepts the next allocates nothing for it.
-    static void* operator new(std::size_t size) { return allocate_recycled(size); }
-    static void operator delete(void* p, std::size_t size) noexcept { deallocate_recycled(p, size); }
 
     // The last handle and the last operation are gone: close silently.
     ~socket_impl() {
