@@ -7,6 +7,7 @@
 #include "codec.hpp"
 #include "error.hpp"
 #include "reactor.hpp"
+#include "socket_types.hpp"
 #include "stream.hpp"
 #include "task.hpp"
 #include "tcp.hpp"

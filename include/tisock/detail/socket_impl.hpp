@@ -29,45 +29,13 @@
 
 #include "../error.hpp"
 #include "../reactor.hpp"
+#include "../socket_types.hpp"
 #include "address.hpp"
 #include "block_cache.hpp"
 #include "resolver.hpp"
 #include "sys.hpp"
 
-namespace tisock {
-
-enum class state { initialized, connected, listening, closed, error };
-
-inline std::string_view to_string(state s) {
-    switch (s) {
-        case state::initialized: return "initialized";
-        case state::connected: return "connected";
-        case state::listening: return "listening";
-        case state::closed: return "closed";
-        case state::error: return "error";
-    }
-    return "unknown";
-}
-
-class tcp;
-using error_callback = std::function<void(tcp& socket, const std::string& error, std::error_code code)>;
-
-struct tcp_options {
-    std::string host{};
-    int port = 0;
-    std::chrono::milliseconds timeout{0};  // 0 = none; bounds connect and each write
-    int listen_queue_size = 128;           // max pending inbound connections
-    std::function<void(tcp& socket)> connected{};
-    error_callback error{};
-    std::function<void(tcp& listener, tcp inbound)> accepted{};
-};
-
-struct accept_options {
-    error_callback error{};
-    std::chrono::milliseconds timeout{0};
-};
-
-namespace detail {
+namespace tisock::detail {
 
 class socket_impl;
 
@@ -1275,5 +1243,4 @@ inline socket_ref::~socket_ref() {
     if (p_ != nullptr) p_->release();
 }
 
-}  // namespace detail
-}  // namespace tisock
+}  // namespace tisock::detail
