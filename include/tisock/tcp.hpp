@@ -41,43 +41,25 @@ struct tcp_access {
 };
 
 // The coroutine face of an operation: it lives in the awaiting coroutine's frame, so
-// starting and completing it allocates nothing.
+// starting and completing it allocates nothing. Thin: the operation itself, no callback,
+// no timer (a timed read is its own type). It takes a reference to its socket only when
+// it has to wait (socket_impl::hold), and it owns nothing else before it starts, so g++
+// 12's bitwise relocation of awaiters held in aggregate temporaries is harmless.
 template <class Op>
-struct coroutine_op : Op {
-    std::coroutine_handle<> waiting;
-
-    explicit coroutine_op(socket_ref socket) noexcept : constructed_at_(this) {
-        this->owner = std::move(socket);
-        this->complete = [](socket_op* op) { static_cast<coroutine_op*>(op)->waiting.resume(); };
-        this->discard = [](socket_op*) {};  // the frame is destroyed by its owner
-    }
+class coroutine_op : protected Op {
+public:
     coroutine_op(const coroutine_op&) = delete;
     coroutine_op& operator=(const coroutine_op&) = delete;
     ~coroutine_op() {
-        if (this->status != op_status::idle) this->owner->forget(*this);
+        if (this->status != op_status::idle) this->socket->forget(*this);
     }
-
-    void await_suspend(std::coroutine_handle<> h) noexcept { waiting = h; }
-    void throw_if_failed(const char* what) const {
-        if (this->ec) throw std::system_error(this->ec, what);
-    }
+    void await_suspend(std::coroutine_handle<> h) noexcept { this->waiting = h; }
 
 protected:
-    // g++ 12 relocates an awaiter held in an aggregate temporary (`co_await Wrapper{
-    // sock.async_read(b)}`) by copying its bytes, without its copy constructor (it has
-    // none), then destroys both the original and the copy it awaited. Found when the copy
-    // starts: it takes a socket reference of its own, so the two destructions release
-    // two, instead of one twice. Returns the original (alive until the expression ends).
-    const coroutine_op* take_ownership_if_relocated() noexcept {
-        const coroutine_op* original = constructed_at_;
-        if (original == this) [[likely]] return nullptr;
-        constructed_at_ = this;
-        ::new (static_cast<void*>(&this->owner)) socket_ref(this->owner.get());  // the bytes are the original's
-        return original;
+    using Op::Op;
+    void throw_if_failed(const char* what) const {
+        if (this->ec) [[unlikely]] throw std::system_error(this->ec, what);
     }
-
-private:
-    const coroutine_op* constructed_at_;
 };
 
 }  // namespace detail
@@ -165,43 +147,54 @@ public:
     public:
         using coroutine_op::coroutine_op;
         bool await_ready() {
-            take_ownership_if_relocated();
-            owner->start_connect(this);
+            socket->start_connect(this);
             return false;  // even a loopback connect reports from the run loop
         }
         void await_resume() const {
-            if (std::error_code failure = owner->connect_outcome(*this)) throw std::system_error(failure, "tisock: connect");
+            if (std::error_code failure = socket->connect_outcome(*this)) throw std::system_error(failure, "tisock: connect");
         }
     };
 
     class [[nodiscard]] accept_awaiter : public detail::coroutine_op<detail::accept_op> {
     public:
-        accept_awaiter(detail::socket_ref s, accept_options o) : coroutine_op(std::move(s)) {
+        accept_awaiter(detail::socket_impl& s, accept_options o) : coroutine_op(s), constructed_at_(this) {
             options = std::move(o);
         }
         bool await_ready() {
-            if (auto* original = static_cast<const accept_awaiter*>(take_ownership_if_relocated())) {
-                ::new (static_cast<void*>(&options)) accept_options(original->options);  // see coroutine_op
+            if (constructed_at_ != this) [[unlikely]] {
+                // g++ 12 relocated this awaiter by copying its bytes (see coroutine_op) and
+                // will destroy the original too: the options must be this copy's own.
+                ::new (static_cast<void*>(&options)) accept_options(constructed_at_->options);
+                constructed_at_ = this;
             }
-            return owner->start_async_accept(*this);
+            return socket->start_async_accept(*this);
         }
         tcp await_resume() {
             throw_if_failed("tisock: accept");
             return tcp(std::move(inbound));
         }
+
+    private:
+        const accept_awaiter* constructed_at_;
     };
 
     class [[nodiscard]] read_awaiter : public detail::coroutine_op<detail::read_op> {
     public:
-        read_awaiter(detail::socket_ref s, std::span<std::byte> buf, std::chrono::milliseconds limit)
-            : coroutine_op(std::move(s)) {
+        read_awaiter(detail::socket_impl& s, std::span<std::byte> buf) noexcept : coroutine_op(s) { into = buf; }
+        bool await_ready() { return socket->start_read(*this); }
+        std::size_t await_resume() const {
+            throw_if_failed("tisock: read");
+            return bytes;
+        }
+    };
+
+    class [[nodiscard]] timed_read_awaiter : public detail::coroutine_op<detail::timed_read_op> {
+    public:
+        timed_read_awaiter(detail::socket_impl& s, std::span<std::byte> buf, std::chrono::milliseconds limit) noexcept
+            : coroutine_op(s, limit) {
             into = buf;
-            deadline = limit;
         }
-        bool await_ready() {
-            take_ownership_if_relocated();
-            return owner->start_read(*this);
-        }
+        bool await_ready() { return socket->start_read(*this); }
         std::size_t await_resume() const {
             throw_if_failed("tisock: read");
             return bytes;
@@ -210,13 +203,8 @@ public:
 
     class [[nodiscard]] write_awaiter : public detail::coroutine_op<detail::write_op> {
     public:
-        write_awaiter(detail::socket_ref s, std::span<const std::byte> buf) : coroutine_op(std::move(s)) {
-            from = buf;
-        }
-        bool await_ready() {
-            take_ownership_if_relocated();
-            return owner->start_write(*this);
-        }
+        write_awaiter(detail::socket_impl& s, std::span<const std::byte> buf) noexcept : coroutine_op(s) { from = buf; }
+        bool await_ready() { return socket->start_write(*this); }
         std::size_t await_resume() const {
             throw_if_failed("tisock: write");
             return bytes;
@@ -226,45 +214,48 @@ public:
     class [[nodiscard]] shutdown_awaiter : public detail::coroutine_op<detail::shutdown_op> {
     public:
         using coroutine_op::coroutine_op;
-        bool await_ready() {
-            take_ownership_if_relocated();
-            return owner->start_shutdown(*this);
-        }
+        bool await_ready() { return socket->start_shutdown(*this); }
         void await_resume() const { throw_if_failed("tisock: shutdown"); }
     };
 
     connect_awaiter async_connect() const {
-        (void)impl().check_can_connect();
-        return connect_awaiter(impl_);
+        detail::socket_impl& s = impl();
+        (void)s.check_can_connect();
+        return connect_awaiter(s);
     }
     accept_awaiter async_accept(accept_options options = {}) const {
-        impl().check_can_accept();
+        detail::socket_impl& s = impl();
+        s.check_can_accept();
         detail::socket_impl::check_accept_options(options);
-        return accept_awaiter(impl_, std::move(options));
+        return accept_awaiter(s, std::move(options));
     }
     // Completes with at least one byte, or 0 at end of stream.
     read_awaiter async_read(std::span<std::byte> into) const {
-        impl().check_can_read();
-        return read_awaiter(impl_, into, {});
+        detail::socket_impl& s = impl();
+        s.check_can_read();
+        return read_awaiter(s, into);
     }
     // As above; throws timed_out if nothing arrives within `limit` (the socket stays connected).
-    read_awaiter async_read(std::span<std::byte> into, std::chrono::milliseconds limit) const {
-        impl().check_can_read();
+    timed_read_awaiter async_read(std::span<std::byte> into, std::chrono::milliseconds limit) const {
+        detail::socket_impl& s = impl();
+        s.check_can_read();
         if (limit.count() <= 0) throw std::invalid_argument("tisock: async_read timeout must be > 0");
-        return read_awaiter(impl_, into, limit);
+        return timed_read_awaiter(s, into, limit);
     }
     // Completes when every byte has been handed to the kernel.
     write_awaiter async_write(std::span<const std::byte> from) const {
-        impl().check_can_write("write");
-        return write_awaiter(impl_, from);
+        detail::socket_impl& s = impl();
+        s.check_can_write("write");
+        return write_awaiter(s, from);
     }
     // Beyond the spec: hands the kernel what it takes now, never waiting; returns the bytes
     // written (0 while other writes are queued). For servers that reuse one read buffer
     // across connections and keep only an unsent remainder (as a raw epoll server does).
     std::size_t try_write(std::span<const std::byte> from) const { return impl().try_write(from); }
     shutdown_awaiter async_shutdown() const {
-        impl().check_can_shutdown();
-        return shutdown_awaiter(impl_);
+        detail::socket_impl& s = impl();
+        s.check_can_shutdown();
+        return shutdown_awaiter(s);
     }
 
 private:
@@ -305,7 +296,7 @@ struct callback_op : Op, recycled_allocation {
     Callback callback;
 
     // One operation per read and per write: recycled per thread (recycled_allocation).
-    callback_op(socket_ref socket, Callback cb) : callback(std::move(cb)) {
+    callback_op(socket_ref socket, Callback cb) : Op(*socket.get()), callback(std::move(cb)) {
         static_assert(alignof(callback_op) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
         this->owner = std::move(socket);
         this->discard = [](socket_op* op) { delete static_cast<callback_op*>(op); };
@@ -385,6 +376,7 @@ inline void tcp::read(buffer& into, std::size_t offset, std::size_t length, io_c
 inline void tcp::write(buffer data, std::size_t offset, std::size_t length, io_callback callback) const {
     length = detail::checked_slice("tcp::write", "offset", "length", "data", data.length(), offset, length);
     struct write_with_buffer : detail::write_op {
+        using write_op::write_op;
         buffer owned;  // the write owns its bytes, so temporaries are safe
     };
     using op_type = detail::callback_op<write_with_buffer, io_callback>;

@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <coroutine>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -88,48 +89,74 @@ private:
 
 enum class op_kind : unsigned char { read, write, connect, accept, shutdown };
 
-// One operation on a socket, in either style.
+// One operation on a socket, in either style. A coroutine's operation lives in its frame
+// and is resumed through `waiting`; a callback's operation is allocated per call and ends
+// through `complete` (run the callback, free the operation) or `discard` (the reactor is
+// destroyed: free it, run nothing).
 struct socket_op : operation {
-    socket_ref owner;  // keeps the socket alive while the operation exists
+    socket_impl* socket;  // the socket it runs on
+    // Keeps the socket alive while the operation is pending or its report is queued (set
+    // by socket_impl::hold()). A callback's operation holds it for its whole life.
+    socket_ref owner;
     op_error ec;
     std::size_t bytes = 0;
     op_status status = op_status::idle;
     op_kind kind;
-    void (*complete)(socket_op* self) = nullptr;  // resume the coroutine / call the callback
-    void (*discard)(socket_op* self) = nullptr;   // reactor destroyed: release, run nothing
+    std::coroutine_handle<> waiting;               // coroutine style
+    void (*complete)(socket_op* self) = nullptr;  // callback style
+    void (*discard)(socket_op* self) = nullptr;   // callback style
 
-    explicit socket_op(op_kind k) noexcept : kind(k) { invoke = &run_queued; }
+    socket_op(op_kind k, socket_impl& s) noexcept : socket(&s), kind(k) { invoke = &run_queued; }
+
+    // Runs the operation's report: resumes its coroutine or calls its callback.
+    void report() {
+        if (complete != nullptr) {
+            complete(this);
+        } else {
+            waiting.resume();
+        }
+    }
 
 private:
     static void run_queued(operation* o, bool run);  // after socket_impl: it settles the socket's count
 };
 
 struct read_op : socket_op {
-    read_op() noexcept : socket_op(op_kind::read) {}
+    explicit read_op(socket_impl& s) noexcept : socket_op(op_kind::read, s) {}
     std::span<std::byte> into;
-    std::chrono::milliseconds deadline{0};  // per-call read deadline (async_read overload)
-    struct deadline_timer : timer_node {
-        read_op* op = nullptr;
-    } timer;
     bool eof = false;
+    bool timed = false;  // a timed_read_op: a read deadline (async_read's overload) is armed
+};
+
+// async_read(into, limit): a read with its own deadline. Not a socket error when it
+// expires: the read ends with timed_out and the socket stays connected.
+struct timed_read_op : read_op {
+    timed_read_op(socket_impl& s, std::chrono::milliseconds l) noexcept : read_op(s), limit(l) {
+        timed = true;
+        timer.op = this;
+    }
+    std::chrono::milliseconds limit;
+    struct deadline_timer : timer_node {
+        timed_read_op* op = nullptr;
+    } timer;
 };
 
 struct write_op : socket_op {
-    write_op() noexcept : socket_op(op_kind::write) {}
+    explicit write_op(socket_impl& s) noexcept : socket_op(op_kind::write, s) {}
     std::span<const std::byte> from;
     write_op* next_write = nullptr;
 };
 
 struct connect_op : socket_op {
-    connect_op() noexcept : socket_op(op_kind::connect) {}
+    explicit connect_op(socket_impl& s) noexcept : socket_op(op_kind::connect, s) {}
     std::uint32_t attempt = 0;  // the socket's attempt it waits for (socket_impl::attempt_)
 };
 struct shutdown_op : socket_op {
-    shutdown_op() noexcept : socket_op(op_kind::shutdown) {}
+    explicit shutdown_op(socket_impl& s) noexcept : socket_op(op_kind::shutdown, s) {}
 };
 
 struct accept_op : socket_op {
-    accept_op() noexcept : socket_op(op_kind::accept) {}
+    explicit accept_op(socket_impl& s) noexcept : socket_op(op_kind::accept, s) {}
     accept_options options;
     socket_ref inbound;  // the result
 };
@@ -280,6 +307,7 @@ public:
         if (waiting != nullptr) {
             waiting->status = op_status::pending;
             waiting->attempt = attempt_;
+            hold(*waiting);
         }
         reactor_->add_work();  // the connect itself, in either style
         if (options_.timeout.count() > 0) reactor_->schedule_timer(&deadline_, clock::now() + options_.timeout);
@@ -342,7 +370,7 @@ public:
         flagged.owner = socket_ref(this);  // an armed listener keeps itself alive
         flagged.ec = {};
         flagged.complete = [](socket_op* op) {
-            static_cast<socket_impl*>(op->owner.get())->deliver_flagged_accept(static_cast<accept_op*>(op));
+            op->socket->deliver_flagged_accept(static_cast<accept_op*>(op));
         };
         flagged.discard = [](socket_op* op) { op->owner.reset(); };
         begin_accept(&flagged);
@@ -361,11 +389,13 @@ public:
 
     // ---- read ------------------------------------------------------------------------------
 
-    // True if the read completed at once (op.bytes / op.ec / op.eof set).
+    // True if the read completed at once (op.bytes / op.ec / op.eof set). Otherwise the
+    // read waits in the socket's one read slot; the descriptor's reader is the socket's
+    // for as long as it is connected, so waiting costs no registration.
     bool start_read(read_op& op) {
         check_can_read();
         // (An operation is started once, freshly built: its result fields are already clear.)
-        if (op.into.empty()) return true;
+        if (op.into.empty()) [[unlikely]] return true;
         if (d_->read_ready) {
             switch (read_now(op)) {
                 case io_result::done: return true;
@@ -377,17 +407,8 @@ public:
             }
         }
         reading_ = &op;
-        op.status = op_status::pending;
-        d_->reader = &read_waiter_;
-        reactor_->add_work();
-        if (op.deadline.count() > 0) {
-            op.timer.op = &op;
-            op.timer.on_expire = [](timer_node* t) {
-                read_op* r = static_cast<read_op::deadline_timer*>(t)->op;
-                static_cast<socket_impl*>(r->owner.get())->on_read_deadline(*r);
-            };
-            reactor_->schedule_timer(&op.timer, clock::now() + op.deadline);
-        }
+        make_pending(op);
+        if (op.timed) [[unlikely]] arm_read_deadline(static_cast<timed_read_op&>(op));
         return false;
     }
 
@@ -417,14 +438,13 @@ public:
     std::size_t try_write(std::span<const std::byte> from) {
         check_can_write("try_write");
         if (write_head_ != nullptr || from.empty()) return 0;
-        write_op op;
-        op.from = from;
-        if (write_now(op) == io_result::failed) {
-            std::error_code ec = op.ec;
+        std::size_t sent = 0;
+        if (int error = send_some(from, sent); error != 0) [[unlikely]] {
+            std::error_code ec = errno_code(error);
             fail(ec);
             throw std::system_error(ec, "tisock: try_write");
         }
-        return op.bytes;
+        return sent;
     }
 
     // ---- shutdown --------------------------------------------------------------------------
@@ -438,8 +458,7 @@ public:
             return true;
         }
         shutdown_ = &op;
-        op.status = op_status::pending;
-        reactor_->add_work();
+        make_pending(op);
         return false;
     }
 
@@ -461,10 +480,21 @@ public:
         finish_all(std::make_error_code(std::errc::operation_canceled));
     }
 
+    // An operation starts waiting: it counts as reactor work and holds its socket alive.
+    void make_pending(socket_op& op) noexcept {
+        op.status = op_status::pending;
+        reactor_->add_work();
+        hold(op);
+    }
+    void hold(socket_op& op) noexcept {
+        if (!op.owner) op.owner = socket_ref(this);
+    }
+
     // Completion from inside a user's call (or behind a queued report): through the ready
     // queue. A read stays the socket's one read until its report has run (a second read
     // before then could deliver later bytes first).
     void complete_later(socket_op& op) {
+        hold(op);
         op.status = op_status::queued;
         ++reports_queued_;
         if (op.kind == op_kind::read) read_report_queued_ = true;
@@ -489,9 +519,7 @@ public:
         if (reactor_ == nullptr) return;
         reactor_->remove_work();
         if (&op == reading_) {
-            reading_ = nullptr;
-            if (d_ != nullptr) d_->reader = nullptr;
-            reactor_->cancel_timer(&static_cast<read_op&>(op).timer);
+            (void)take_read();
         } else if (&op == accepting_) {
             accepting_ = nullptr;
         } else if (&op == connect_waiter_) {
@@ -567,7 +595,7 @@ private:
             return;
         }
         op.status = op_status::idle;
-        op.complete(&op);
+        op.report();
     }
     // Ends a pending operation with `ec`, through the ready queue.
     void finish_pending(socket_op& op, std::error_code ec) {
@@ -581,7 +609,10 @@ private:
     std::error_code adopt_descriptor(int fd) {
         int error = 0;
         d_ = reactor_->open_descriptor(fd, error);
-        if (d_ != nullptr) return {};
+        if (d_ != nullptr) {
+            d_->reader = &read_waiter_;  // for the descriptor's life: a read never registers
+            return {};
+        }
         (void)sys::close(fd);
         return errno_code(error);
     }
@@ -616,11 +647,13 @@ private:
             }
         }
         if (!listener_) {
-            listener_ = std::make_unique<listener_state>();
+            listener_ = std::make_unique<listener_state>(*this);
             listener_->backoff.self = this;
             listener_->backoff.on_expire = [](timer_node* t) {
                 static_cast<socket_timer*>(t)->self->on_accept_backoff();
             };
+            listener_->readable.self = this;
+            listener_->readable.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->drain_listener(); };
         }
         std::error_code ec;
         for (const endpoint& e : endpoints) {
@@ -646,7 +679,7 @@ private:
             return errno_code(r.error);
         }
         if (std::error_code ec = adopt_descriptor(fd)) return ec;
-        d_->reader = &read_waiter_;  // the listener drains the kernel queue whenever it runs
+        d_->reader = &listener_->readable;  // the listener drains the kernel queue whenever it runs
         return {};
     }
 
@@ -761,8 +794,7 @@ private:
 
     void begin_accept(accept_op* op) {
         accepting_ = op;
-        op->status = op_status::pending;
-        reactor_->add_work();
+        make_pending(*op);
         if (!listener_->pending.empty()) schedule_delivery();
     }
 
@@ -918,32 +950,35 @@ private:
         return io_result::failed;
     }
 
-    io_result write_now(write_op& op) {
-        while (op.bytes < op.from.size()) {
-            std::size_t left = op.from.size() - op.bytes;
-            sys::result r = sys::send(d_->fd, op.from.data() + op.bytes, left);
+    // Sends from from[sent] on until all is sent or the kernel takes no more (then
+    // write_ready is cleared: the next edge announces room). Returns 0 or an errno value.
+    int send_some(std::span<const std::byte> from, std::size_t& sent) noexcept {
+        while (sent < from.size()) {
+            const std::size_t left = from.size() - sent;
+            sys::result r = sys::send(d_->fd, from.data() + sent, left);
             if (r) {
-                op.bytes += std::size_t(r.value);
-                if (std::size_t(r.value) < left) {
-                    d_->write_ready = false;  // the send buffer is full: wait for the edge
-                    return io_result::would_block;
-                }
+                sent += std::size_t(r.value);
+                if (std::size_t(r.value) < left) break;  // the send buffer is full
                 continue;
             }
-            if (r.error == EAGAIN || r.error == EWOULDBLOCK) {
-                d_->write_ready = false;
-                return io_result::would_block;
-            }
-            op.ec = errno_code(r.error);
+            if (r.error != EAGAIN && r.error != EWOULDBLOCK) return r.error;
+            break;
+        }
+        if (sent < from.size()) d_->write_ready = false;
+        return 0;
+    }
+
+    io_result write_now(write_op& op) {
+        if (int error = send_some(op.from, op.bytes); error != 0) [[unlikely]] {
+            op.ec = errno_code(error);
             return io_result::failed;
         }
-        return io_result::done;
+        return op.bytes == op.from.size() ? io_result::done : io_result::would_block;
     }
 
     void enqueue_write(write_op& op) {
-        op.status = op_status::pending;
+        make_pending(op);
         op.next_write = nullptr;
-        reactor_->add_work();
         if (write_tail_ != nullptr) {
             write_tail_->next_write = &op;
             write_tail_ = &op;
@@ -977,11 +1012,24 @@ private:
         }
     }
 
+    void arm_read_deadline(timed_read_op& op) {
+        op.timer.on_expire = [](timer_node* t) {
+            timed_read_op& r = *static_cast<timed_read_op::deadline_timer*>(t)->op;
+            r.socket->on_read_deadline(r);
+        };
+        reactor_->schedule_timer(&op.timer, clock::now() + op.limit);
+    }
+
+    // The pending read leaves the socket's read slot (it finished, failed or was dropped).
+    read_op& take_read() noexcept {
+        read_op& op = *std::exchange(reading_, nullptr);
+        if (op.timed) [[unlikely]] reactor_->cancel_timer(&static_cast<timed_read_op&>(op).timer);
+        return op;
+    }
+
+    // The descriptor is readable: the pending read (if any) takes what it can. Without one,
+    // the reactor's read_ready remembers the edge for the next read.
     void on_readable() {
-        if (state_ == state::listening) {
-            drain_listener();
-            return;
-        }
         read_op* op = reading_;
         if (op == nullptr) return;
         switch (read_now(*op)) {
@@ -990,9 +1038,7 @@ private:
                                     return;
             case io_result::done: break;
         }
-        reading_ = nullptr;
-        d_->reader = nullptr;
-        reactor_->cancel_timer(&op->timer);
+        (void)take_read();
         reactor_->remove_work();
         complete_now(*op);
     }
@@ -1059,8 +1105,7 @@ private:
 
     void on_read_deadline(read_op& op) {
         // A read deadline is not a socket error: the socket stays connected.
-        reading_ = nullptr;
-        if (d_ != nullptr) d_->reader = nullptr;
+        (void)take_read();
         reactor_->remove_work();
         op.ec = std::make_error_code(std::errc::timed_out);
         complete_now(op);
@@ -1094,10 +1139,7 @@ private:
             complete_later(*std::exchange(connect_waiter_, nullptr));
         }
         cancel_resolution();
-        if (reading_ != nullptr) {
-            reactor_->cancel_timer(&reading_->timer);
-            finish_pending(*std::exchange(reading_, nullptr), ec);
-        }
+        if (reading_ != nullptr) finish_pending(take_read(), ec);
         if (accepting_ != nullptr) {
             accept_op* op = std::exchange(accepting_, nullptr);
             if (op == &listener_->flagged_accept) {
@@ -1158,10 +1200,9 @@ private:
         auto drop = [](socket_op* op) {
             if (op == nullptr) return;
             op->status = op_status::idle;
-            op->discard(op);
+            if (op->discard != nullptr) op->discard(op);
         };
-        if (reading_ != nullptr) reactor_->cancel_timer(&reading_->timer);
-        drop(std::exchange(reading_, nullptr));
+        if (reading_ != nullptr) drop(&take_read());
         drop(std::exchange(accepting_, nullptr));
         drop(std::exchange(connect_waiter_, nullptr));
         drop(std::exchange(shutdown_, nullptr));
@@ -1217,7 +1258,9 @@ private:
     struct listener_state {
         std::deque<pending_connection> pending;  // taken off the kernel queue, not yet accepted
         socket_timer backoff;                    // accept paused after EMFILE/ENFILE
+        waiter readable;                         // the descriptor's reader: drains the kernel queue
         accept_op flagged_accept;                // the callback accept() flag
+        explicit listener_state(socket_impl& s) noexcept : flagged_accept(s) {}
     };
     std::unique_ptr<listener_state> listener_;
 
@@ -1228,10 +1271,10 @@ private:
 
 inline void socket_op::run_queued(operation* o, bool run) {
     auto* op = static_cast<socket_op*>(o);
-    op->owner->report_left_queue(*op);
+    op->socket->report_left_queue(*op);
     if (run) {
-        op->complete(op);
-    } else {
+        op->report();
+    } else if (op->discard != nullptr) {
         op->discard(op);
     }
 }
