@@ -285,11 +285,11 @@ public:
     }
     void check_can_read() const {
         check_connected("read");
-        if (read_pending()) [[unlikely]] throw state_error("tisock: a read is already pending on this socket");
+        if (read_pending()) [[unlikely]] throw_misuse("tisock: a read is already pending on this socket");
     }
     void check_can_write(const char* what) const {
         check_connected(what);
-        if (shutdown_requested_) [[unlikely]] throw state_error("tisock: write after shutdown()");
+        if (shutdown_requested_) [[unlikely]] throw_misuse("tisock: write after shutdown()");
     }
     void check_can_shutdown() const {
         check_connected("shutdown()");
@@ -396,16 +396,7 @@ public:
         check_can_read();
         // (An operation is started once, freshly built: its result fields are already clear.)
         if (op.into.empty()) [[unlikely]] return true;
-        if (d_->read_ready) {
-            switch (read_now(op)) {
-                case io_result::done: return true;
-                case io_result::failed:
-                    reading_ = &op;
-                    fail_inside_call(op);
-                    return true;
-                case io_result::would_block: break;
-            }
-        }
+        if (d_->read_ready && read_at_once(op)) return true;
         reading_ = &op;
         make_pending(op);
         if (op.timed) [[unlikely]] arm_read_deadline(static_cast<timed_read_op&>(op));
@@ -439,11 +430,7 @@ public:
         check_can_write("try_write");
         if (write_head_ != nullptr || from.empty()) return 0;
         std::size_t sent = 0;
-        if (int error = send_some(from, sent); error != 0) [[unlikely]] {
-            std::error_code ec = errno_code(error);
-            fail(ec);
-            throw std::system_error(ec, "tisock: try_write");
-        }
+        if (int error = send_some(from, sent); error != 0) [[unlikely]] fail_try_write(error);
         return sent;
     }
 
@@ -563,7 +550,14 @@ private:
     void check_reactor() const {
         if (reactor_ == nullptr) throw state_error("tisock: the socket's reactor has been destroyed");
     }
-    // On every read and write: the check itself stays inline, the message is built out of line.
+    // The checks on every read and write stay inline; what they throw is built out of line.
+    [[noreturn, gnu::cold, gnu::noinline]] static void throw_misuse(const char* what) { throw state_error(what); }
+    [[noreturn, gnu::cold, gnu::noinline]] void fail_try_write(int error) {
+        std::error_code ec = errno_code(error);
+        fail(ec);
+        throw std::system_error(ec, "tisock: try_write");
+    }
+
     void check_connected(const char* what) const {
         if (state_ != state::connected) [[unlikely]] throw_not_connected(what);
     }
@@ -1012,7 +1006,20 @@ private:
         }
     }
 
-    void arm_read_deadline(timed_read_op& op) {
+    // start_read()'s attempt when the descriptor is known readable; false: nothing to read.
+    [[gnu::noinline]] bool read_at_once(read_op& op) {
+        switch (read_now(op)) {
+            case io_result::done: return true;
+            case io_result::failed:
+                reading_ = &op;
+                fail_inside_call(op);
+                return true;
+            case io_result::would_block: break;
+        }
+        return false;
+    }
+
+    [[gnu::noinline]] void arm_read_deadline(timed_read_op& op) {
         op.timer.on_expire = [](timer_node* t) {
             timed_read_op& r = *static_cast<timed_read_op::deadline_timer*>(t)->op;
             r.socket->on_read_deadline(r);
@@ -1034,7 +1041,7 @@ private:
         if (op == nullptr) return;
         switch (read_now(*op)) {
             case io_result::would_block: return;
-            case io_result::failed: fail(op->ec);
+            case io_result::failed: fail_from_loop(op->ec);
                                     return;
             case io_result::done: break;
         }
@@ -1114,12 +1121,14 @@ private:
     // An operation failed inside the user's call (it is already linked as the pending
     // read or the head write): the socket fails now - state, descriptor - and the operation
     // reports the error through the queue, like every other pending one.
-    void fail_inside_call(socket_op& op) {
+    [[gnu::cold, gnu::noinline]] void fail_inside_call(socket_op& op) {
         std::error_code ec = op.ec;
         op.status = op_status::pending;
         reactor_->add_work();
         fail(ec);
     }
+
+    [[gnu::cold, gnu::noinline]] void fail_from_loop(std::error_code ec) { fail(ec); }
 
     // An asynchronous failure of a connected or listening socket: state error, descriptor
     // closed, pending operations completed with `ec`, then the error callback.
