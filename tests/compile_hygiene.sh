@@ -5,7 +5,11 @@
 #     -std=c++20 -Wall -Wextra -Wpedantic -Wconversion -Wshadow -Werror.
 #  2. Without C++20 (-std=c++17), each public header fails with tisock's message first and
 #     a short output.
-#  3. Compile time (unless --warnings-only): a hello world including <tisock/tisock.hpp>,
+#  3. Layering: memory_stream.hpp, preprocessed, contains no line of the reactor, the
+#     socket or a backend (line markers of reactor.hpp, tcp.hpp, detail/socket_impl.hpp,
+#     detail/epoll.hpp, detail/kqueue.hpp); prints the preprocessed sizes beside buffer.hpp's
+#     and stream.hpp's.
+#  4. Compile time (unless --warnings-only): a hello world including <tisock/tisock.hpp>,
 #     median of 5 object compiles at -O0 and -O2; the same program with standalone Asio's
 #     <asio.hpp> when it is installed (apt-get install libasio-dev, or ASIO_INCLUDE=dir).
 # Usage: tests/compile_hygiene.sh [--warnings-only]   (CXXS="g++ clang++" by default)
@@ -83,6 +87,35 @@ for cxx in $compilers; do
         fi
     done
     [ $bad = 0 ] && echo "ok   $cxx $old_std: each public header stops with \"tisock needs C++20\" first ($longest lines at most)"
+    [ $bad = 0 ] || failed=1
+done
+
+# memory_stream.hpp exists so that streaming over buffers does not cost the reactor, epoll
+# and tcp (about half the preprocessed size of stream.hpp): an include that brings one of
+# them back must fail here rather than go unnoticed.
+# (Any path under tisock/: detail headers reach the reactor as "../reactor.hpp".)
+forbidden='/tisock/([^"]*/)?(reactor|tcp|socket_impl|epoll|kqueue)\.hpp"'
+for cxx in $compilers; do
+    command -v "$cxx" >/dev/null 2>&1 || continue
+    bad=0 sizes=
+    for name in tisock/buffer.hpp tisock/memory_stream.hpp tisock/stream.hpp; do
+        printf '#include <%s>\n' "$name" >"$tmp/layer.cpp"
+        if ! $cxx -std=c++20 -E -I"$root/include" "$tmp/layer.cpp" >"$tmp/layer.i" 2>"$tmp/err"; then
+            echo "FAIL $cxx -E: $name"
+            head -n 30 "$tmp/err" | sed 's/^/    /'
+            bad=1
+            continue
+        fi
+        sizes="$sizes ${name#tisock/} $(wc -l <"$tmp/layer.i"),"
+        [ "$name" = tisock/memory_stream.hpp ] || continue
+        grep -E "^# [0-9]+ \"[^\"]*$forbidden" "$tmp/layer.i" | awk '{print $3}' | sort -u >"$tmp/leaks"
+        if [ -s "$tmp/leaks" ]; then
+            echo "FAIL $cxx: $name pulls in the socket layer:"
+            sed 's/^/    /' "$tmp/leaks"
+            bad=1
+        fi
+    done
+    [ $bad = 0 ] && echo "ok   $cxx: memory_stream.hpp includes no reactor, tcp or backend (preprocessed lines:${sizes%,})"
     [ $bad = 0 ] || failed=1
 done
 

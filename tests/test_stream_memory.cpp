@@ -3,8 +3,8 @@
 // streams have no C++ counterpart). Test names starting with "ti:" reproduce a Titanium test.
 #include "buffer_bytes.hpp"
 
-#include <tisock/buffer.hpp>
-#include <tisock/stream.hpp>
+// memory_stream.hpp alone, not stream.hpp: these functions must work without the reactor.
+#include <tisock/memory_stream.hpp>
 
 #include <doctest/doctest.h>
 

@@ -1,5 +1,5 @@
 // Ti.Stream over real sockets: the callback and coroutine forms of stream::read, write,
-// read_all, pump and write_stream (stream.hpp, "Socket forms"), over 127.0.0.1 and ::1.
+// read_all, pump and write_stream (stream.hpp), over 127.0.0.1 and ::1.
 //
 // Every test runs both styles (callback and co_await) and ends by checking that no
 // descriptor is left open and the reactor has no work left. Bulk transfers carry 16 MiB of

@@ -6,6 +6,7 @@
 #include "buffer.hpp"
 #include "codec.hpp"
 #include "error.hpp"
+#include "memory_stream.hpp"
 #include "reactor.hpp"
 #include "socket_types.hpp"
 #include "stream.hpp"
