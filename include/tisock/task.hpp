@@ -26,10 +26,10 @@
 // - The per-thread pointer is read inside a function that is never inlined: clang 14 may
 //   keep a thread_local's address across a suspension of a coroutine that then resumes on
 //   another thread.
-// - resume() of a coroutine the loop runs must not throw: tasks store their exception,
-//   spawn's root terminates, sync_wait's catches everything. A foreign coroutine whose
-//   unhandled_exception rethrows, resumed by the loop inside a task's (noexcept)
-//   final_suspend, calls std::terminate. Any exception leaving a loop restores the
+// - resume() of a coroutine the loop runs must not throw: tasks store their exception (a
+//   spawned task terminates at its end), sync_wait's root catches everything. A foreign
+//   coroutine whose unhandled_exception rethrows, resumed by the loop inside a task's
+//   (noexcept) final_suspend, calls std::terminate. Any exception leaving a loop restores the
 //   per-thread pointer.
 #pragma once
 
@@ -136,6 +136,12 @@ public:
         template <class Promise>
         void await_suspend(std::coroutine_handle<Promise> h) const noexcept {
             task_promise_base& p = h.promise();
+            if (p.root_.owner != nullptr) {  // spawned: nobody awaits it, it ends itself
+                p.root_.owner->remove_root(&p.root_);
+                if (p.exception_) std::terminate();  // an exception escaped a spawned task
+                h.destroy();
+                return;
+            }
             p.resumption_.handle = p.continuation_;
             resumer::hand_over_final(h, p.resumption_);  // `h` may be destroyed by now
         }
@@ -152,15 +158,34 @@ public:
         return resumer::hand_over(awaiter, resumption_);
     }
 
+    // spawn(): the task becomes a root of `r` (counted as work, destroyed with the reactor
+    // if unfinished) and starts from the run loop. It owns itself: no wrapper coroutine.
+    void start_detached(reactor& r, std::coroutine_handle<> self) {
+        root_.owner = &r;
+        root_.self = self;
+        root_.abandon = [](reactor_member* m) { static_cast<root_link*>(m)->self.destroy(); };
+        root_.invoke = [](operation* op, bool run) {
+            if (run) static_cast<root_link*>(op)->self.resume();
+        };
+        r.add_root(&root_);
+        r.defer(&root_);
+    }
+
 protected:
     void rethrow_if_failed() const {
         if (exception_) std::rethrow_exception(exception_);
     }
 
 private:
+    struct root_link : reactor_member, operation {
+        reactor* owner = nullptr;  // set for a spawned task only
+        std::coroutine_handle<> self;
+    };
+
     resumption resumption_;  // queues this task's start, later its awaiter's resumption
     std::coroutine_handle<> continuation_;
     std::exception_ptr exception_;
+    root_link root_;
 };
 
 template <class T>
@@ -259,6 +284,7 @@ public:
     awaiter operator co_await() & noexcept { return awaiter{handle_}; }
 
 private:
+    friend void spawn(reactor& r, task<void> t);
     handle_type handle_;
 };
 
@@ -276,9 +302,10 @@ inline task<void> task_promise<void>::get_return_object() noexcept {
     return task<void>{std::coroutine_handle<task_promise<void>>::from_promise(*this)};
 }
 
-// The coroutine at the root of spawn() and sync_wait(): owned by the reactor (a member of
-// its root list, counted as work) until it finishes, so that destroying the reactor
-// destroys it and, through the task it awaits, every frame below it.
+// The coroutine at the root of sync_wait(): owned by the reactor (a member of its root
+// list, counted as work) until it finishes, so that destroying the reactor destroys it and,
+// through the task it awaits, every frame below it. (A spawned task is its own root:
+// task_promise_base::start_detached.)
 struct root_coroutine {
     struct promise_type : reactor_member, operation, recycled_allocation {
         reactor* owner = nullptr;
@@ -300,8 +327,7 @@ struct root_coroutine {
         };
         final_awaiter final_suspend() const noexcept { return {}; }
         void return_void() const noexcept {}
-        // A spawned task must handle its own exceptions (API.md); sync_wait's wrapper
-        // catches everything itself, so this only triggers for spawn.
+        // sync_wait's wrapper catches everything itself.
         void unhandled_exception() const noexcept { std::terminate(); }
     };
     std::coroutine_handle<promise_type> handle;
@@ -323,7 +349,6 @@ struct root_coroutine {
     }
 };
 
-inline root_coroutine run_detached(task<void> t) { co_await std::move(t); }
 
 template <class T>
 struct sync_wait_result {
@@ -352,7 +377,11 @@ root_coroutine run_for_sync_wait(task<T> t, sync_wait_result<T>& out) {
 
 // Starts `t` on `r` (from the run loop, not inside this call), detached. An exception
 // escaping `t` calls std::terminate.
-inline void spawn(reactor& r, task<void> t) { detail::run_detached(std::move(t)).start_on(r, nullptr); }
+inline void spawn(reactor& r, task<void> t) {
+    if (!t.handle_) throw state_error("tisock::spawn of an empty task");
+    task<void>::handle_type h = std::exchange(t.handle_, {});
+    h.promise().start_detached(r, h);
+}
 
 // Runs `r` until `t` finishes; returns its result or rethrows its exception. Throws
 // state_error when called from a handler of `r` itself (the classic self-deadlock), or when

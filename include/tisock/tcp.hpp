@@ -157,6 +157,7 @@ public:
 
     class [[nodiscard]] accept_awaiter : public detail::coroutine_op<detail::accept_op> {
     public:
+        explicit accept_awaiter(detail::socket_impl& s) noexcept : coroutine_op(s), constructed_at_(this) {}
         accept_awaiter(detail::socket_impl& s, accept_options o) : coroutine_op(s), constructed_at_(this) {
             options = std::move(o);
         }
@@ -223,7 +224,12 @@ public:
         (void)s.check_can_connect();
         return connect_awaiter(s);
     }
-    accept_awaiter async_accept(accept_options options = {}) const {
+    accept_awaiter async_accept() const {
+        detail::socket_impl& s = impl();
+        s.check_can_accept();
+        return accept_awaiter(s);  // the default options: nothing to validate or move
+    }
+    accept_awaiter async_accept(accept_options options) const {
         detail::socket_impl& s = impl();
         s.check_can_accept();
         detail::socket_impl::check_accept_options(options);

@@ -281,7 +281,7 @@ public:
     }
     void check_can_accept() const {
         check_listening("async_accept()");
-        if (accepting_ != nullptr) throw state_error("tisock: an accept is already pending on this listener");
+        if (accepting_ != nullptr) [[unlikely]] throw_misuse("tisock: an accept is already pending on this listener");
     }
     void check_can_read() const {
         check_connected("read");
@@ -567,11 +567,12 @@ private:
                           std::string(connecting_ ? "connecting" : to_string(state_)) + ")");
     }
     void check_listening(const char* what) const {
+        if (state_ != state::listening) [[unlikely]] throw_not_listening(what);
+    }
+    [[noreturn, gnu::cold, gnu::noinline]] void throw_not_listening(const char* what) const {
         check_reactor();
-        if (state_ != state::listening) {
-            throw state_error(std::string("tisock: ") + what + " needs a listening socket (state is " +
-                              std::string(to_string(state_)) + ")");
-        }
+        throw state_error(std::string("tisock: ") + what + " needs a listening socket (state is " +
+                          std::string(to_string(state_)) + ")");
     }
 
     std::pair<std::string, int> local_address() const {
