@@ -33,133 +33,12 @@
 #include "../socket_types.hpp"
 #include "address.hpp"
 #include "block_cache.hpp"
+#include "socket_op.hpp"
+#include "write_queue.hpp"
 #include "resolver.hpp"
 #include "sys.hpp"
 
 namespace tisock::detail {
-
-class socket_impl;
-
-// An owning (reference-counted) pointer to a socket; tcp handles and operations in flight
-// hold one. Counting is not atomic: a socket belongs to one reactor thread.
-class socket_ref {
-public:
-    socket_ref() noexcept = default;
-    explicit socket_ref(socket_impl* p) noexcept;
-    socket_ref(const socket_ref& o) noexcept : socket_ref(o.p_) {}
-    socket_ref(socket_ref&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
-    socket_ref& operator=(socket_ref o) noexcept {
-        std::swap(p_, o.p_);
-        return *this;
-    }
-    ~socket_ref();
-    socket_impl* get() const noexcept { return p_; }
-    socket_impl* operator->() const noexcept { return p_; }
-    explicit operator bool() const noexcept { return p_ != nullptr; }
-    void reset() noexcept { socket_ref().swap(*this); }
-    void swap(socket_ref& o) noexcept { std::swap(p_, o.p_); }
-
-private:
-    socket_impl* p_ = nullptr;
-};
-
-enum class op_status : unsigned char {
-    idle,     // not started, or finished
-    pending,  // registered with its socket, counted as reactor work
-    queued,   // finished; its completion waits in the reactor's ready queue
-};
-
-// An operation's outcome. Like std::error_code, but "no error" is built without calling
-// std::system_category() (an out-of-line call into libstdc++), since an operation is
-// constructed per read and per write.
-class op_error {
-public:
-    op_error() noexcept = default;
-    op_error(std::error_code ec) noexcept : value_(ec.value()), category_(ec ? &ec.category() : nullptr) {}
-    explicit operator bool() const noexcept { return value_ != 0; }
-    operator std::error_code() const noexcept {
-        return category_ != nullptr ? std::error_code(value_, *category_) : std::error_code();
-    }
-    std::string message() const { return std::error_code(*this).message(); }
-
-private:
-    int value_ = 0;
-    const std::error_category* category_ = nullptr;
-};
-
-enum class op_kind : unsigned char { read, write, connect, accept, shutdown };
-
-// One operation on a socket, in either style. A coroutine's operation lives in its frame
-// and is resumed through `waiting`; a callback's operation is allocated per call and ends
-// through `complete` (run the callback, free the operation) or `discard` (the reactor is
-// destroyed: free it, run nothing).
-struct socket_op : operation {
-    socket_impl* socket;  // the socket it runs on
-    // Keeps the socket alive while the operation is pending or its report is queued (set
-    // by socket_impl::hold()). A callback's operation holds it for its whole life.
-    socket_ref owner;
-    op_error ec;
-    std::size_t bytes = 0;
-    op_status status = op_status::idle;
-    op_kind kind;
-    std::coroutine_handle<> waiting;               // coroutine style
-    void (*complete)(socket_op* self) = nullptr;  // callback style
-    void (*discard)(socket_op* self) = nullptr;   // callback style
-
-    socket_op(op_kind k, socket_impl& s) noexcept : socket(&s), kind(k) { invoke = &run_queued; }
-
-    // Runs the operation's report: resumes its coroutine or calls its callback.
-    void report() {
-        if (complete != nullptr) {
-            complete(this);
-        } else {
-            waiting.resume();
-        }
-    }
-
-private:
-    static void run_queued(operation* o, bool run);  // after socket_impl: it settles the socket's count
-};
-
-struct read_op : socket_op {
-    explicit read_op(socket_impl& s) noexcept : socket_op(op_kind::read, s) {}
-    std::span<std::byte> into;
-    bool eof = false;
-    bool timed = false;  // a timed_read_op: a read deadline (async_read's overload) is armed
-};
-
-// async_read(into, limit): a read with its own deadline. Not a socket error when it
-// expires: the read ends with timed_out and the socket stays connected.
-struct timed_read_op : read_op {
-    timed_read_op(socket_impl& s, std::chrono::milliseconds l) noexcept : read_op(s), limit(l) {
-        timed = true;
-        timer.op = this;
-    }
-    std::chrono::milliseconds limit;
-    struct deadline_timer : timer_node {
-        timed_read_op* op = nullptr;
-    } timer;
-};
-
-struct write_op : socket_op {
-    explicit write_op(socket_impl& s) noexcept : socket_op(op_kind::write, s) {}
-    std::span<const std::byte> from;
-    write_op* next_write = nullptr;
-};
-
-struct connect_op : socket_op {
-    explicit connect_op(socket_impl& s) noexcept : socket_op(op_kind::connect, s) {}
-    std::uint32_t attempt = 0;  // the socket's attempt it waits for (socket_impl::attempt_)
-};
-struct shutdown_op : socket_op {
-    explicit shutdown_op(socket_impl& s) noexcept : socket_op(op_kind::shutdown, s) {}
-};
-
-struct accept_op : socket_op {
-    explicit accept_op(socket_impl& s) noexcept : socket_op(op_kind::accept, s) {}
-    accept_options options;
-    socket_ref inbound;  // the result
-};
 
 // A connection taken off the kernel queue, waiting for accept().
 struct pending_connection {
@@ -409,11 +288,11 @@ public:
     // the kernel what it will take before returning.
     bool start_write(write_op& op) {
         check_can_write("write");
-        if (write_head_ == nullptr) {
+        if (writes_.empty()) {
             switch (write_now(op)) {
                 case io_result::done: return true;
                 case io_result::failed:
-                    write_head_ = write_tail_ = &op;
+                    (void)writes_.push(op);
                     fail_inside_call(op);
                     return true;
                 case io_result::would_block: break;
@@ -428,7 +307,7 @@ public:
     // nothing. A failure fails the socket as any write would, and throws.
     std::size_t try_write(std::span<const std::byte> from) {
         check_can_write("try_write");
-        if (write_head_ != nullptr || from.empty()) return 0;
+        if (!writes_.empty() || from.empty()) return 0;
         std::size_t sent = 0;
         if (int error = send_some(from, sent); error != 0) [[unlikely]] fail_try_write(error);
         return sent;
@@ -440,8 +319,8 @@ public:
     bool start_shutdown(shutdown_op& op) {
         check_can_shutdown();
         shutdown_requested_ = true;
-        if (write_head_ == nullptr) {
-            if (sys::result r = sys::shutdown(d_->fd, SHUT_WR); !r) op.ec = errno_code(r.error);
+        if (writes_.empty()) {
+            shut_down_sending(op);
             return true;
         }
         shutdown_ = &op;
@@ -516,11 +395,11 @@ public:
             shutdown_ = nullptr;
         } else {
             unlink_write(static_cast<write_op&>(op));
-            if (write_head_ == nullptr && shutdown_ != nullptr && d_ != nullptr) {
+            if (writes_.empty() && shutdown_ != nullptr && d_ != nullptr) {
                 // Nothing is queued ahead of the shutdown anymore: it happens now, and
                 // reports from the run loop (this runs inside the owner's destructor).
                 shutdown_op* s = std::exchange(shutdown_, nullptr);
-                if (sys::result r = sys::shutdown(d_->fd, SHUT_WR); !r) s->ec = errno_code(r.error);
+                shut_down_sending(*s);
                 finish_pending(*s, s->ec);
             }
         }
@@ -973,14 +852,12 @@ private:
 
     void enqueue_write(write_op& op) {
         make_pending(op);
-        op.next_write = nullptr;
-        if (write_tail_ != nullptr) {
-            write_tail_->next_write = &op;
-            write_tail_ = &op;
-            return;
-        }
-        write_head_ = write_tail_ = &op;
-        start_head_write();
+        if (writes_.push(op)) start_head_write();
+    }
+
+    // SHUT_WR once every queued write is sent: the shutdown's only system call.
+    void shut_down_sending(shutdown_op& op) noexcept {
+        if (sys::result r = sys::shutdown(d_->fd, SHUT_WR); !r) op.ec = errno_code(r.error);
     }
 
     // The head of the queue starts sending: its timeout runs from now.
@@ -990,20 +867,14 @@ private:
     }
 
     void unlink_write(write_op& op) noexcept {
-        write_op* before = nullptr;
-        for (write_op* w = write_head_; w != nullptr; before = w, w = w->next_write) {
-            if (w != &op) continue;
-            (before != nullptr ? before->next_write : write_head_) = w->next_write;
-            if (write_tail_ == w) write_tail_ = before;
-            if (before == nullptr) {
-                reactor_->cancel_timer(&deadline_);
-                if (write_head_ != nullptr && d_ != nullptr) {
-                    start_head_write();
-                } else if (d_ != nullptr) {
-                    d_->writer = nullptr;
-                }
-            }
-            return;
+        if (!writes_.unlink(op)) return;
+        // It was the head: the next write (if any) starts sending, with its own timeout.
+        reactor_->cancel_timer(&deadline_);
+        if (d_ == nullptr) return;
+        if (writes_.empty()) {
+            d_->writer = nullptr;
+        } else {
+            start_head_write();
         }
     }
 
@@ -1057,7 +928,7 @@ private:
             return;
         }
         socket_ref keep(this);
-        while (write_op* op = write_head_) {
+        while (write_op* op = writes_.front()) {
             switch (write_now(*op)) {
                 case io_result::would_block: return;
                 case io_result::failed: fail(op->ec);
@@ -1065,9 +936,8 @@ private:
                 case io_result::done: break;
             }
             reactor_->cancel_timer(&deadline_);
-            write_head_ = op->next_write;
-            if (write_head_ == nullptr) {
-                write_tail_ = nullptr;
+            (void)writes_.pop();
+            if (writes_.empty()) {
                 d_->writer = nullptr;
             } else {
                 start_head_write();
@@ -1083,12 +953,12 @@ private:
             }
             if (state_ != state::connected || d_ == nullptr) return;
         }
-        if (shutdown_ != nullptr && write_head_ == nullptr) finish_shutdown();
+        if (shutdown_ != nullptr && writes_.empty()) finish_shutdown();
     }
 
     // Runs on_writable() again from the run loop, if a write or a shutdown still waits.
     void resume_writing_later() {
-        if (state_ != state::connected || d_ == nullptr || (write_head_ == nullptr && shutdown_ == nullptr)) return;
+        if (state_ != state::connected || d_ == nullptr || (writes_.empty() && shutdown_ == nullptr)) return;
         reactor_->defer_call([keep = socket_ref(this)] {
             if (keep->state_ == state::connected && keep->d_ != nullptr && !keep->connecting_) keep->on_writable();
         });
@@ -1096,7 +966,7 @@ private:
 
     void finish_shutdown() {
         shutdown_op* op = std::exchange(shutdown_, nullptr);
-        if (sys::result r = sys::shutdown(d_->fd, SHUT_WR); !r) op->ec = errno_code(r.error);
+        shut_down_sending(*op);
         reactor_->remove_work();
         complete_now(*op);
     }
@@ -1163,11 +1033,7 @@ private:
         }
         reactor_->cancel_timer(&deadline_);
         cancel_backoff();
-        while (write_op* w = write_head_) {
-            write_head_ = w->next_write;
-            finish_pending(*w, ec);
-        }
-        write_tail_ = nullptr;
+        while (write_op* w = writes_.pop()) finish_pending(*w, ec);
         if (shutdown_ != nullptr) finish_pending(*std::exchange(shutdown_, nullptr), ec);
         shutdown_requested_ = false;
         release_descriptor();
@@ -1216,11 +1082,7 @@ private:
         drop(std::exchange(accepting_, nullptr));
         drop(std::exchange(connect_waiter_, nullptr));
         drop(std::exchange(shutdown_, nullptr));
-        while (write_op* w = write_head_) {
-            write_head_ = w->next_write;
-            drop(w);
-        }
-        write_tail_ = nullptr;
+        while (write_op* w = writes_.pop()) drop(w);
         release_resources();
         state_ = state::closed;
         reactor_ = nullptr;
@@ -1247,8 +1109,7 @@ private:
     std::uint32_t reports_queued_ = 0;  // this socket's operations finished, not reported yet
     accept_op* accepting_ = nullptr;  // accept() and async_accept() share this slot
     connect_op* connect_waiter_ = nullptr;
-    write_op* write_head_ = nullptr;
-    write_op* write_tail_ = nullptr;
+    write_queue writes_;
     shutdown_op* shutdown_ = nullptr;
 
     socket_ref connect_keepalive_;            // held while connecting

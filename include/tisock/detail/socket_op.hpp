@@ -1,0 +1,145 @@
+// The operations of a socket: what the two faces (callbacks, awaiters) hand to
+// socket_impl, and how an operation reports. Their life, start to report, is in
+// socket_impl.hpp: start_*() attach one to its slot, make_pending() makes it wait,
+// complete_now()/complete_later() report it, forget() detaches one whose owner is gone.
+#pragma once
+
+#include <chrono>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include "../socket_types.hpp"
+#include "operation.hpp"
+#include "timer_heap.hpp"
+
+namespace tisock::detail {
+
+class socket_impl;
+
+// An owning (reference-counted) pointer to a socket; tcp handles and operations in flight
+// hold one. Counting is not atomic: a socket belongs to one reactor thread.
+class socket_ref {
+public:
+    socket_ref() noexcept = default;
+    explicit socket_ref(socket_impl* p) noexcept;
+    socket_ref(const socket_ref& o) noexcept : socket_ref(o.p_) {}
+    socket_ref(socket_ref&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    socket_ref& operator=(socket_ref o) noexcept {
+        std::swap(p_, o.p_);
+        return *this;
+    }
+    ~socket_ref();
+    socket_impl* get() const noexcept { return p_; }
+    socket_impl* operator->() const noexcept { return p_; }
+    explicit operator bool() const noexcept { return p_ != nullptr; }
+    void reset() noexcept { socket_ref().swap(*this); }
+    void swap(socket_ref& o) noexcept { std::swap(p_, o.p_); }
+
+private:
+    socket_impl* p_ = nullptr;
+};
+
+enum class op_status : unsigned char {
+    idle,     // not started, or finished
+    pending,  // registered with its socket, counted as reactor work
+    queued,   // finished; its completion waits in the reactor's ready queue
+};
+
+// An operation's outcome. Like std::error_code, but "no error" is built without calling
+// std::system_category() (an out-of-line call into libstdc++), since an operation is
+// constructed per read and per write.
+class op_error {
+public:
+    op_error() noexcept = default;
+    op_error(std::error_code ec) noexcept : value_(ec.value()), category_(ec ? &ec.category() : nullptr) {}
+    explicit operator bool() const noexcept { return value_ != 0; }
+    operator std::error_code() const noexcept {
+        return category_ != nullptr ? std::error_code(value_, *category_) : std::error_code();
+    }
+    std::string message() const { return std::error_code(*this).message(); }
+
+private:
+    int value_ = 0;
+    const std::error_category* category_ = nullptr;
+};
+
+enum class op_kind : unsigned char { read, write, connect, accept, shutdown };
+
+// One operation on a socket, in either style. A coroutine's operation lives in its frame
+// and is resumed through `waiting`; a callback's operation is allocated per call and ends
+// through `complete` (run the callback, free the operation) or `discard` (the reactor is
+// destroyed: free it, run nothing).
+struct socket_op : operation {
+    socket_impl* socket;  // the socket it runs on
+    // Keeps the socket alive while the operation is pending or its report is queued (set
+    // by socket_impl::hold()). A callback's operation holds it for its whole life.
+    socket_ref owner;
+    op_error ec;
+    std::size_t bytes = 0;
+    op_status status = op_status::idle;
+    op_kind kind;
+    std::coroutine_handle<> waiting;               // coroutine style
+    void (*complete)(socket_op* self) = nullptr;  // callback style
+    void (*discard)(socket_op* self) = nullptr;   // callback style
+
+    socket_op(op_kind k, socket_impl& s) noexcept : socket(&s), kind(k) { invoke = &run_queued; }
+
+    // Runs the operation's report: resumes its coroutine or calls its callback.
+    void report() {
+        if (complete != nullptr) {
+            complete(this);
+        } else {
+            waiting.resume();
+        }
+    }
+
+private:
+    static void run_queued(operation* o, bool run);  // after socket_impl: it settles the socket's count
+};
+
+struct read_op : socket_op {
+    explicit read_op(socket_impl& s) noexcept : socket_op(op_kind::read, s) {}
+    std::span<std::byte> into;
+    bool eof = false;
+    bool timed = false;  // a timed_read_op: a read deadline (async_read's overload) is armed
+};
+
+// async_read(into, limit): a read with its own deadline. Not a socket error when it
+// expires: the read ends with timed_out and the socket stays connected.
+struct timed_read_op : read_op {
+    timed_read_op(socket_impl& s, std::chrono::milliseconds l) noexcept : read_op(s), limit(l) {
+        timed = true;
+        timer.op = this;
+    }
+    std::chrono::milliseconds limit;
+    struct deadline_timer : timer_node {
+        timed_read_op* op = nullptr;
+    } timer;
+};
+
+struct write_op : socket_op {
+    explicit write_op(socket_impl& s) noexcept : socket_op(op_kind::write, s) {}
+    std::span<const std::byte> from;
+    write_op* next_write = nullptr;
+};
+
+struct connect_op : socket_op {
+    explicit connect_op(socket_impl& s) noexcept : socket_op(op_kind::connect, s) {}
+    std::uint32_t attempt = 0;  // the socket's attempt it waits for (socket_impl::attempt_)
+};
+struct shutdown_op : socket_op {
+    explicit shutdown_op(socket_impl& s) noexcept : socket_op(op_kind::shutdown, s) {}
+};
+
+struct accept_op : socket_op {
+    explicit accept_op(socket_impl& s) noexcept : socket_op(op_kind::accept, s) {}
+    accept_options options;
+    socket_ref inbound;  // the result
+};
+
+}  // namespace tisock::detail
