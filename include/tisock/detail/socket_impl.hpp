@@ -19,7 +19,6 @@
 #include <cstddef>
 #include <coroutine>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <span>
@@ -31,6 +30,7 @@
 #include "../error.hpp"
 #include "../reactor.hpp"
 #include "../socket_types.hpp"
+#include "accept_queue.hpp"
 #include "address.hpp"
 #include "block_cache.hpp"
 #include "socket_op.hpp"
@@ -39,12 +39,6 @@
 #include "sys.hpp"
 
 namespace tisock::detail {
-
-// A connection taken off the kernel queue, waiting for accept().
-struct pending_connection {
-    int fd = -1;
-    sockaddr_storage peer{};
-};
 
 // One per connection, recycled per thread (recycled_allocation): a server that closes a
 // connection and accepts the next allocates nothing for it.
@@ -704,19 +698,10 @@ private:
                     d_->read_ready = false;
                     break;
                 }
-                // Errors of one queued connection, not of the listener: accept(2) lists the
-                // network errors Linux passes on (ENETDOWN ... ENETUNREACH) and EPERM for a
-                // firewall verdict; the BSDs and macOS report a connection reset while it
-                // waited in the queue as ECONNRESET.
-                if (r.error == ECONNABORTED || r.error == ECONNRESET || r.error == EPROTO || r.error == ENOPROTOOPT ||
-                    r.error == EHOSTDOWN || r.error == ENONET || r.error == EHOSTUNREACH || r.error == EOPNOTSUPP ||
-                    r.error == ENETUNREACH || r.error == ENETDOWN || r.error == EPERM) {
-                    continue;  // that connection died in the queue; the next one may be fine
-                }
-                if (r.error == EMFILE || r.error == ENFILE || r.error == ENOBUFS || r.error == ENOMEM) {
-                    // Out of descriptors: the connection stays in the kernel queue. With
-                    // edge-triggered readiness nothing would retry, and retrying at once
-                    // would spin; so retry after a pause, keeping the listener open.
+                if (accept_queue::lost_one_connection(r.error)) continue;
+                if (accept_queue::out_of_resources(r.error)) {
+                    // With edge-triggered readiness nothing would retry: retry after a
+                    // pause, keeping the listener open.
                     reactor_->schedule_timer(&l.backoff, clock::now() + accept_backoff);
                     reactor_->remove_work();  // the pause alone is not work
                     break;
@@ -729,11 +714,7 @@ private:
                 if (!hand_over(&c)) return;
                 continue;
             }
-            if (l.pending.size() >= std::size_t(options_.listen_queue_size)) {
-                sys::close_with_reset(c.fd);
-                continue;
-            }
-            l.pending.push_back(c);
+            l.pending.push_or_refuse(c, std::size_t(options_.listen_queue_size));
         }
     }
 
@@ -752,9 +733,7 @@ private:
 
     // Pending connections were never seen by the user: they are refused with a reset.
     void reset_pending() noexcept {
-        if (!listener_) return;
-        for (const pending_connection& c : listener_->pending) sys::close_with_reset(c.fd);
-        listener_->pending.clear();
+        if (listener_) listener_->pending.refuse_all();
     }
 
     void cancel_backoff() noexcept {
@@ -768,7 +747,6 @@ private:
         drain_listener();
     }
 
-    // From the run loop: hands the first pending connection to the waiting accept.
     // From the run loop: hands `taken`, or else the first pending connection, to the
     // waiting accept.
     void deliver_accept(const pending_connection* taken = nullptr) {
@@ -791,9 +769,7 @@ private:
 
     // Wraps a pending descriptor in a new socket, created connected with the accept options.
     socket_ref adopt_pending(const accept_options& options, op_error& ec) {
-        pending_connection c = listener_->pending.front();
-        listener_->pending.pop_front();
-        return adopt(c, options, ec);
+        return adopt(listener_->pending.pop(), options, ec);
     }
     socket_ref adopt(const pending_connection& c, const accept_options& options, op_error& ec) {
         socket_ref in(new socket_impl(*reactor_, c, options));
@@ -1127,7 +1103,7 @@ private:
 
     // What only a listener needs, made by listen(): an idle connection stays small.
     struct listener_state {
-        std::deque<pending_connection> pending;  // taken off the kernel queue, not yet accepted
+        accept_queue pending;
         socket_timer backoff;                    // accept paused after EMFILE/ENFILE
         waiter readable;                         // the descriptor's reader: drains the kernel queue
         accept_op flagged_accept;                // the callback accept() flag
