@@ -32,6 +32,7 @@
 #include "../socket_types.hpp"
 #include "accept_queue.hpp"
 #include "address.hpp"
+#include "connector.hpp"
 #include "block_cache.hpp"
 #include "socket_op.hpp"
 #include "write_queue.hpp"
@@ -184,25 +185,15 @@ public:
         }
         reactor_->add_work();  // the connect itself, in either style
         if (options_.timeout.count() > 0) reactor_->schedule_timer(&deadline_, clock::now() + options_.timeout);
-        if (!connect_) connect_ = std::make_unique<connect_state>();
-        connect_->candidates.clear();
-        connect_->next_candidate = 0;
-        connect_->last_error = {};
+        if (!connect_) connect_ = std::make_unique<connector>();
         if (host.numeric) {
-            connect_->candidates.push_back(host.literal);
+            connect_->start_literal(host.literal);
             try_next_candidate(true);
             return;
         }
-        auto job = std::make_shared<resolve_job>();
-        job->host = options_.host;
-        job->port = options_.port;
-        job->target = reactor_;
-        job->on_done = [this](resolve_job& done) { on_resolved(done); };
-        connect_->job = job;
         try {
-            resolver_pool::submit(std::move(job));
+            connect_->start_lookup(options_.host, options_.port, *reactor_, [this](resolve_job& done) { on_resolved(done); });
         } catch (...) {  // no worker could start: the connect never began
-            connect_->job.reset();
             if (connect_waiter_ != nullptr) std::exchange(connect_waiter_, nullptr)->status = op_status::idle;
             socket_ref keep = end_connecting();
             state_ = state::error;
@@ -554,32 +545,26 @@ private:
     // ---- connect internals -----------------------------------------------------------------
 
     void on_resolved(resolve_job& job) {
-        connect_->job.reset();
-        if (job.gai_error != 0) {
-            connect_->last_error = job.gai_error == EAI_SYSTEM ? errno_code(job.sys_errno)
-                                                              : std::error_code(job.gai_error, resolver_category());
+        if (!connect_->take_lookup(job)) {
             connect_failed();
             return;
         }
-        connect_->candidates = std::move(job.endpoints);
         try_next_candidate(false);
     }
 
     // Tries the remaining addresses in order; `inside_call` when run from connect() itself.
     void try_next_candidate(bool inside_call) {
-        connect_state& c = *connect_;
-        while (c.next_candidate < c.candidates.size()) {
-            const endpoint& e = c.candidates[c.next_candidate++];
-            sys::result s = sys::socket(e.family());
+        while (const endpoint* e = connect_->next_candidate()) {
+            sys::result s = sys::socket(e->family());
             if (!s) {
-                c.last_error = errno_code(s.error);
+                connect_->candidate_failed(errno_code(s.error));
                 continue;
             }
             if (std::error_code ec = adopt_descriptor(int(s.value))) {
-                c.last_error = ec;
+                connect_->candidate_failed(ec);
                 continue;
             }
-            sys::result r = sys::connect(d_->fd, e.addr(), e.size);
+            sys::result r = sys::connect(d_->fd, e->addr(), e->size);
             if (r) {
                 connect_succeeded(inside_call);
                 return;
@@ -588,7 +573,7 @@ private:
                 d_->writer = &write_waiter_;
                 return;
             }
-            c.last_error = errno_code(r.error);
+            connect_->candidate_failed(errno_code(r.error));
             release_descriptor();
         }
         connect_failed();
@@ -601,7 +586,7 @@ private:
             connect_succeeded(false);
             return;
         }
-        connect_->last_error = errno_code(err);
+        connect_->candidate_failed(errno_code(err));
         release_descriptor();
         try_next_candidate(false);
     }
@@ -647,7 +632,7 @@ private:
 
     // Reported through the queue whether or not it happens inside connect().
     void connect_failed() {
-        std::error_code ec = connect_->last_error ? connect_->last_error : std::make_error_code(std::errc::host_unreachable);
+        std::error_code ec = connect_->failure();
         socket_ref keep = end_connecting();
         release_descriptor();
         state_ = state::error;
@@ -724,11 +709,8 @@ private:
         });
     }
 
-    // A hostname lookup in flight is abandoned: its result will be dropped (resolver.hpp).
     void cancel_resolution() noexcept {
-        if (!connect_ || !connect_->job) return;
-        connect_->job->cancel();
-        connect_->job.reset();
+        if (connect_) connect_->cancel_lookup();
     }
 
     // Pending connections were never seen by the user: they are refused with a reset.
@@ -949,7 +931,7 @@ private:
 
     void on_deadline() {
         if (connecting_) {
-            connect_->last_error = std::make_error_code(std::errc::timed_out);
+            connect_->candidate_failed(std::make_error_code(std::errc::timed_out));
             cancel_resolution();
             connect_failed();
             return;
@@ -1090,15 +1072,7 @@ private:
 
     socket_ref connect_keepalive_;            // held while connecting
     socket_ref abandoned_connect_reference_;  // released at the end of abandon_reactor
-    // What only an outbound connect needs, made by the first connect(): accepted sockets
-    // never carry it.
-    struct connect_state {
-        std::shared_ptr<resolve_job> job;  // a hostname being resolved
-        std::vector<endpoint> candidates;  // every address, tried in order
-        std::size_t next_candidate = 0;
-        std::error_code last_error;        // reported when every address failed
-    };
-    std::unique_ptr<connect_state> connect_;
+    std::unique_ptr<connector> connect_;  // made by the first connect()
     inet_address unformatted_peer_;  // inbound sockets until host() is first read
 
     // What only a listener needs, made by listen(): an idle connection stays small.
