@@ -139,7 +139,7 @@ TEST_CASE("the reactor's descriptor pool grows geometrically: one allocation per
     for (int fd : fds) REQUIRE(fd >= 0);
     std::size_t before = allocations();
     int error = 0;
-    for (int fd : fds) states.push_back(r.open_descriptor(fd, error));  // no doctest macro: they allocate
+    for (int fd : fds) states.push_back(tisock::detail::reactor_access::core(r).open_descriptor(fd, error));  // no doctest macro: they allocate
     std::size_t grown = allocations() - before;
     for (auto* d : states) REQUIRE(d != nullptr);
     MESSAGE("allocations for " << n << " new descriptors: " << grown);
@@ -149,6 +149,6 @@ TEST_CASE("the reactor's descriptor pool grows geometrically: one allocation per
     // The test-only kqueue emulation allocates one node per registration of its own.
     CHECK(grown <= 2 * std::size_t(n) + 16);
 #endif
-    for (auto* d : states) r.close_descriptor(d);
+    for (auto* d : states) tisock::detail::reactor_access::core(r).close_descriptor(d);
     (void)::close(seed);
 }

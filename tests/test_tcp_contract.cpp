@@ -259,7 +259,7 @@ TEST_CASE_FIXTURE(socket_test, "a write finished from the run loop never overtak
         }
     });
     r.post([&] {
-        for (int i = 0; i < 6000; ++i) r.defer_call([] { std::this_thread::sleep_for(20us); });
+        for (int i = 0; i < 6000; ++i) tisock::detail::reactor_access::core(r).defer_call([] { std::this_thread::sleep_for(20us); });
         t.client.write(buffer_of("x"), [&](const io_event&) { order.push_back(1); });  // done at once
         t.client.write(buffer_of(big), [&](const io_event&) { order.push_back(2); });  // queued
     });

@@ -234,7 +234,7 @@ namespace detail {
 // A user callback run inside a spawned runner threw: an exception escaping the task would
 // call std::terminate, so it is rethrown from the run loop instead, out of run*() (API.md).
 inline void rethrow_from_run_loop(const tcp& socket, std::exception_ptr e) {
-    socket.get_reactor().defer_call([e] { std::rethrow_exception(e); });
+    reactor_access::core(socket.get_reactor()).defer_call([e] { std::rethrow_exception(e); });
 }
 
 // Runs a coroutine form for a callback form: on the socket's reactor, from the run loop, and

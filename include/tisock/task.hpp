@@ -137,7 +137,7 @@ public:
         void await_suspend(std::coroutine_handle<Promise> h) const noexcept {
             task_promise_base& p = h.promise();
             if (p.root_.owner != nullptr) {  // spawned: nobody awaits it, it ends itself
-                p.root_.owner->remove_root(&p.root_);
+                reactor_access::core(*p.root_.owner).remove_root(&p.root_);
                 if (p.exception_) std::terminate();  // an exception escaped a spawned task
                 h.destroy();
                 return;
@@ -167,8 +167,9 @@ public:
         root_.invoke = [](operation* op, bool run) {
             if (run) static_cast<root_link*>(op)->self.resume();
         };
-        r.add_root(&root_);
-        r.defer(&root_);
+        loop_core& loop = reactor_access::core(r);
+        loop.add_root(&root_);
+        loop.defer(&root_);
     }
 
 protected:
@@ -319,7 +320,7 @@ struct root_coroutine {
             bool await_ready() const noexcept { return false; }
             void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
                 promise_type& p = h.promise();
-                p.owner->remove_root(&p);
+                reactor_access::core(*p.owner).remove_root(&p);
                 if (p.done_flag != nullptr) *p.done_flag = true;
                 h.destroy();
             }
@@ -344,8 +345,9 @@ struct root_coroutine {
         p.invoke = [](operation* op, bool run) {
             if (run) std::coroutine_handle<promise_type>::from_promise(static_cast<promise_type&>(*op)).resume();
         };
-        r.add_root(&p);
-        r.defer(&p);
+        loop_core& loop = reactor_access::core(r);
+        loop.add_root(&p);
+        loop.defer(&p);
     }
 };
 
@@ -389,15 +391,16 @@ inline void spawn(reactor& r, task<void> t) {
 // propagates out (it does, as from run()), the task is destroyed before sync_wait leaves.
 template <class T>
 T sync_wait(reactor& r, task<T> t) {
-    if (r.running_in_this_thread()) throw state_error("tisock::sync_wait called from inside the running reactor");
+    detail::loop_core& loop = detail::reactor_access::core(r);
+    if (loop.running_in_this_thread()) throw state_error("tisock::sync_wait called from inside the running reactor");
     detail::sync_wait_result<T> result;
     bool done = false;
     detail::root_coroutine root = detail::run_for_sync_wait<T>(std::move(t), result);
     root.start_on(r, &done);
     // The root points into this stack frame: it must never outlive the call.
     auto tear_down = [&] {
-        r.remove_root(&root.handle.promise());
-        r.cancel_deferred(&root.handle.promise());
+        loop.remove_root(&root.handle.promise());
+        loop.cancel_deferred(&root.handle.promise());
         root.handle.destroy();
     };
     try {

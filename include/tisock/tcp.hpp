@@ -339,7 +339,7 @@ inline void socket_impl::notify_connected() {
 }
 
 inline void socket_impl::queue_error_notification(std::error_code ec) {
-    reactor_->defer_call([keep = socket_ref(this), ec, attempt = attempt_] {
+    loop().defer_call([keep = socket_ref(this), ec, attempt = attempt_] {
         if (!keep->options_.error || keep->attempt_ != attempt) return;
         tcp self(keep);
         auto callback = keep->options_.error;

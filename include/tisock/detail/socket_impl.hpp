@@ -69,7 +69,7 @@ public:
     ~socket_impl() {
         if (reactor_ == nullptr) return;
         release_resources();
-        reactor_->remove_member(this);
+        loop().remove_member(this);
     }
 
     void add_ref() noexcept { ++refs_; }
@@ -183,8 +183,8 @@ public:
             waiting->attempt = attempt_;
             hold(*waiting);
         }
-        reactor_->add_work();  // the connect itself, in either style
-        if (options_.timeout.count() > 0) reactor_->schedule_timer(&deadline_, clock::now() + options_.timeout);
+        loop().add_work();  // the connect itself, in either style
+        if (options_.timeout.count() > 0) loop().schedule_timer(&deadline_, clock::now() + options_.timeout);
         if (!connect_) connect_ = std::make_unique<connector>();
         if (host.numeric) {
             connect_->start_literal(host.literal);
@@ -334,7 +334,7 @@ public:
     // An operation starts waiting: it counts as reactor work and holds its socket alive.
     void make_pending(socket_op& op) noexcept {
         op.status = op_status::pending;
-        reactor_->add_work();
+        loop().add_work();
         hold(op);
     }
     void hold(socket_op& op) noexcept {
@@ -349,7 +349,7 @@ public:
         op.status = op_status::queued;
         ++reports_queued_;
         if (op.kind == op_kind::read) read_report_queued_ = true;
-        reactor_->defer(&op);
+        loop().defer(&op);
     }
     // A queued report runs, or is dropped without running.
     void report_left_queue(socket_op& op) noexcept {
@@ -361,21 +361,21 @@ public:
     // A pending operation whose owner goes away (its coroutine frame is destroyed).
     void forget(socket_op& op) noexcept {
         if (op.status == op_status::queued) {
-            if (reactor_ != nullptr) reactor_->cancel_deferred(&op);
+            if (reactor_ != nullptr) loop().cancel_deferred(&op);
             report_left_queue(op);
             return;
         }
         if (op.status != op_status::pending) return;
         op.status = op_status::idle;
         if (reactor_ == nullptr) return;
-        reactor_->remove_work();
+        loop().remove_work();
         if (&op == reading_) {
             (void)take_read();
         } else if (&op == accepting_) {
             accepting_ = nullptr;
         } else if (&op == connect_waiter_) {
             connect_waiter_ = nullptr;
-            reactor_->add_work();  // the connect goes on without its waiter
+            loop().add_work();  // the connect goes on without its waiter
         } else if (&op == shutdown_) {
             shutdown_ = nullptr;
         } else {
@@ -408,8 +408,10 @@ private:
         deadline_.self = this;
         deadline_.on_expire = [](timer_node* t) { static_cast<socket_timer*>(t)->self->on_deadline(); };
         abandon = [](reactor_member* m) { static_cast<socket_impl*>(m)->abandon_reactor(); };
-        r.add_member(this);
+        reactor_access::core(r).add_member(this);
     }
+
+    loop_core& loop() const noexcept { return reactor_access::core(*reactor_); }
 
     void check_reactor() const {
         if (reactor_ == nullptr) throw state_error("tisock: the socket's reactor has been destroyed");
@@ -458,7 +460,7 @@ private:
     }
     // Ends a pending operation with `ec`, through the ready queue.
     void finish_pending(socket_op& op, std::error_code ec) {
-        reactor_->remove_work();
+        loop().remove_work();
         op.ec = ec;
         complete_later(op);
     }
@@ -467,7 +469,7 @@ private:
 
     std::error_code adopt_descriptor(int fd) {
         int error = 0;
-        d_ = reactor_->open_descriptor(fd, error);
+        d_ = loop().open_descriptor(fd, error);
         if (d_ != nullptr) {
             d_->reader = &read_waiter_;  // for the descriptor's life: a read never registers
             return {};
@@ -478,7 +480,7 @@ private:
 
     void release_descriptor() noexcept {
         if (d_ == nullptr) return;
-        reactor_->close_descriptor(d_);
+        loop().close_descriptor(d_);
         d_ = nullptr;
     }
 
@@ -594,8 +596,8 @@ private:
     // Returns the reference the connect held: callers keep it until they are done.
     [[nodiscard]] socket_ref end_connecting() noexcept {
         connecting_ = false;
-        reactor_->cancel_timer(&deadline_);
-        reactor_->remove_work();
+        loop().cancel_timer(&deadline_);
+        loop().remove_work();
         return std::move(connect_keepalive_);
     }
 
@@ -604,7 +606,7 @@ private:
         state_ = state::connected;
         if (inside_call) {
             // Rare (loopback may connect at once): report from the run loop all the same.
-            reactor_->defer_call([keep = socket_ref(this), attempt = attempt_] {
+            loop().defer_call([keep = socket_ref(this), attempt = attempt_] {
                 if (keep->attempt_ == attempt) keep->announce_connected();
             });
             return;
@@ -687,8 +689,8 @@ private:
                 if (accept_queue::out_of_resources(r.error)) {
                     // With edge-triggered readiness nothing would retry: retry after a
                     // pause, keeping the listener open.
-                    reactor_->schedule_timer(&l.backoff, clock::now() + accept_backoff);
-                    reactor_->remove_work();  // the pause alone is not work
+                    loop().schedule_timer(&l.backoff, clock::now() + accept_backoff);
+                    loop().remove_work();  // the pause alone is not work
                     break;
                 }
                 fail(errno_code(r.error));
@@ -704,7 +706,7 @@ private:
     }
 
     void resume_draining_later() {
-        reactor_->defer_call([keep = socket_ref(this), attempt = attempt_] {
+        loop().defer_call([keep = socket_ref(this), attempt = attempt_] {
             if (keep->state_ == state::listening && keep->attempt_ == attempt) keep->drain_listener();
         });
     }
@@ -720,12 +722,12 @@ private:
 
     void cancel_backoff() noexcept {
         if (!listener_ || !listener_->backoff.armed()) return;
-        reactor_->cancel_timer(&listener_->backoff);
-        reactor_->add_work();  // the pause was never counted as work
+        loop().cancel_timer(&listener_->backoff);
+        loop().add_work();  // the pause was never counted as work
     }
 
     void on_accept_backoff() {
-        reactor_->add_work();  // cancel_timer()'s bookkeeping took one
+        loop().add_work();  // cancel_timer()'s bookkeeping took one
         drain_listener();
     }
 
@@ -733,7 +735,7 @@ private:
     // waiting accept.
     void deliver_accept(const pending_connection* taken = nullptr) {
         accept_op* op = std::exchange(accepting_, nullptr);
-        reactor_->remove_work();
+        loop().remove_work();
         op->inbound = taken != nullptr ? adopt(*taken, op->options, op->ec) : adopt_pending(op->options, op->ec);
         complete_now(*op);
     }
@@ -741,7 +743,7 @@ private:
     // A pending connection exists when an accept starts: hand it over from the run loop.
     void schedule_delivery() {
         socket_ref keep(this);
-        reactor_->defer_call([keep] {
+        loop().defer_call([keep] {
             socket_impl* self = keep.get();
             if (self->state_ == state::listening && self->accepting_ != nullptr && !self->listener_->pending.empty()) {
                 self->deliver_accept();
@@ -821,13 +823,13 @@ private:
     // The head of the queue starts sending: its timeout runs from now.
     void start_head_write() {
         d_->writer = &write_waiter_;
-        if (options_.timeout.count() > 0) reactor_->schedule_timer(&deadline_, clock::now() + options_.timeout);
+        if (options_.timeout.count() > 0) loop().schedule_timer(&deadline_, clock::now() + options_.timeout);
     }
 
     void unlink_write(write_op& op) noexcept {
         if (!writes_.unlink(op)) return;
         // It was the head: the next write (if any) starts sending, with its own timeout.
-        reactor_->cancel_timer(&deadline_);
+        loop().cancel_timer(&deadline_);
         if (d_ == nullptr) return;
         if (writes_.empty()) {
             d_->writer = nullptr;
@@ -854,13 +856,13 @@ private:
             timed_read_op& r = *static_cast<timed_read_op::deadline_timer*>(t)->op;
             r.socket->on_read_deadline(r);
         };
-        reactor_->schedule_timer(&op.timer, clock::now() + op.limit);
+        loop().schedule_timer(&op.timer, clock::now() + op.limit);
     }
 
     // The pending read leaves the socket's read slot (it finished, failed or was dropped).
     read_op& take_read() noexcept {
         read_op& op = *std::exchange(reading_, nullptr);
-        if (op.timed) [[unlikely]] reactor_->cancel_timer(&static_cast<timed_read_op&>(op).timer);
+        if (op.timed) [[unlikely]] loop().cancel_timer(&static_cast<timed_read_op&>(op).timer);
         return op;
     }
 
@@ -876,7 +878,7 @@ private:
             case io_result::done: break;
         }
         (void)take_read();
-        reactor_->remove_work();
+        loop().remove_work();
         complete_now(*op);
     }
 
@@ -893,14 +895,14 @@ private:
                                         return;
                 case io_result::done: break;
             }
-            reactor_->cancel_timer(&deadline_);
+            loop().cancel_timer(&deadline_);
             (void)writes_.pop();
             if (writes_.empty()) {
                 d_->writer = nullptr;
             } else {
                 start_head_write();
             }
-            reactor_->remove_work();
+            loop().remove_work();
             try {
                 complete_now(*op);  // may close the socket or queue more writes
             } catch (...) {
@@ -917,7 +919,7 @@ private:
     // Runs on_writable() again from the run loop, if a write or a shutdown still waits.
     void resume_writing_later() {
         if (state_ != state::connected || d_ == nullptr || (writes_.empty() && shutdown_ == nullptr)) return;
-        reactor_->defer_call([keep = socket_ref(this)] {
+        loop().defer_call([keep = socket_ref(this)] {
             if (keep->state_ == state::connected && keep->d_ != nullptr && !keep->connecting_) keep->on_writable();
         });
     }
@@ -925,7 +927,7 @@ private:
     void finish_shutdown() {
         shutdown_op* op = std::exchange(shutdown_, nullptr);
         shut_down_sending(*op);
-        reactor_->remove_work();
+        loop().remove_work();
         complete_now(*op);
     }
 
@@ -942,7 +944,7 @@ private:
     void on_read_deadline(read_op& op) {
         // A read deadline is not a socket error: the socket stays connected.
         (void)take_read();
-        reactor_->remove_work();
+        loop().remove_work();
         op.ec = std::make_error_code(std::errc::timed_out);
         complete_now(op);
     }
@@ -953,7 +955,7 @@ private:
     [[gnu::cold, gnu::noinline]] void fail_inside_call(socket_op& op) {
         std::error_code ec = op.ec;
         op.status = op_status::pending;
-        reactor_->add_work();
+        loop().add_work();
         fail(ec);
     }
 
@@ -982,14 +984,14 @@ private:
             accept_op* op = std::exchange(accepting_, nullptr);
             if (op == &listener_->flagged_accept) {
                 // The callback style has no channel for this: accepted() is simply not called.
-                reactor_->remove_work();
+                loop().remove_work();
                 op->status = op_status::idle;
                 op->owner.reset();  // may not be the last reference: `keep` holds one
             } else {
                 finish_pending(*op, ec);
             }
         }
-        reactor_->cancel_timer(&deadline_);
+        loop().cancel_timer(&deadline_);
         cancel_backoff();
         while (write_op* w = writes_.pop()) finish_pending(*w, ec);
         if (shutdown_ != nullptr) finish_pending(*std::exchange(shutdown_, nullptr), ec);
@@ -1016,11 +1018,11 @@ private:
     // Handles dropped or reactor gone: free what the socket holds without any callback.
     void release_resources() noexcept {
         cancel_resolution();
-        reactor_->cancel_timer(&deadline_);
+        loop().cancel_timer(&deadline_);
         cancel_backoff();
         if (connecting_) {
             connecting_ = false;
-            reactor_->remove_work();
+            loop().remove_work();
             connect_keepalive_.swap(abandoned_connect_reference_);  // see abandon_reactor
         }
         release_descriptor();
