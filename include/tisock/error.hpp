@@ -6,7 +6,7 @@
 //  - name resolution failures           -> codes in tisock::resolver_category() (gai_strerror text)
 #pragma once
 
-#include "detail/require_cxx20.hpp"
+#include <tisock/detail/require_cxx20.hpp>
 
 #include <netdb.h>
 

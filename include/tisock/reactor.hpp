@@ -5,7 +5,7 @@
 // handler propagates out of that call and the reactor stays usable.
 #pragma once
 
-#include "detail/require_cxx20.hpp"
+#include <tisock/detail/require_cxx20.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -17,8 +17,8 @@
 #include <utility>
 #include <vector>
 
-#include "detail/loop_core.hpp"
-#include "error.hpp"
+#include <tisock/detail/loop_core.hpp>
+#include <tisock/error.hpp>
 
 namespace tisock {
 

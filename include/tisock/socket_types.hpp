@@ -3,7 +3,7 @@
 // the reactor.)
 #pragma once
 
-#include "detail/require_cxx20.hpp"
+#include <tisock/detail/require_cxx20.hpp>
 
 #include <chrono>
 #include <functional>

@@ -33,7 +33,7 @@
 //   per-thread pointer.
 #pragma once
 
-#include "detail/require_cxx20.hpp"
+#include <tisock/detail/require_cxx20.hpp>
 
 #include <coroutine>
 #include <exception>
@@ -43,9 +43,9 @@
 #include <type_traits>
 #include <utility>
 
-#include "detail/block_cache.hpp"
-#include "error.hpp"
-#include "reactor.hpp"
+#include <tisock/detail/block_cache.hpp>
+#include <tisock/error.hpp>
+#include <tisock/reactor.hpp>
 
 namespace tisock {
 

@@ -7,7 +7,7 @@
 // awaitables. Both start the same operations, so no transition is coded twice.
 #pragma once
 
-#include "detail/require_cxx20.hpp"
+#include <tisock/detail/require_cxx20.hpp>
 
 #include <netinet/tcp.h>
 
@@ -21,11 +21,11 @@
 #include <string>
 #include <system_error>
 
-#include "buffer.hpp"
-#include "detail/block_cache.hpp"
-#include "detail/range.hpp"
-#include "detail/socket_impl.hpp"
-#include "reactor.hpp"
+#include <tisock/buffer.hpp>
+#include <tisock/detail/block_cache.hpp>
+#include <tisock/detail/range.hpp>
+#include <tisock/detail/socket_impl.hpp>
+#include <tisock/reactor.hpp>
 
 namespace tisock {
 
@@ -191,8 +191,8 @@ public:
 
     class [[nodiscard]] timed_read_awaiter : public detail::coroutine_op<detail::timed_read_op> {
     public:
-        timed_read_awaiter(detail::socket_impl& s, std::span<std::byte> buf, std::chrono::milliseconds limit) noexcept
-            : coroutine_op(s, limit) {
+        timed_read_awaiter(detail::socket_impl& s, std::span<std::byte> buf, std::chrono::milliseconds deadline) noexcept
+            : coroutine_op(s, deadline) {
             into = buf;
         }
         bool await_ready() { return socket->start_read(*this); }
@@ -302,9 +302,9 @@ struct callback_op : Op, recycled_allocation {
     Callback callback;
 
     // One operation per read and per write: recycled per thread (recycled_allocation).
-    callback_op(socket_ref socket, Callback cb) : Op(*socket.get()), callback(std::move(cb)) {
+    callback_op(socket_ref s, Callback cb) : Op(*s.get()), callback(std::move(cb)) {
         static_assert(alignof(callback_op) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
-        this->owner = std::move(socket);
+        this->owner = std::move(s);
         this->discard = [](socket_op* op) { delete static_cast<callback_op*>(op); };
     }
 

@@ -1,14 +1,14 @@
 // The whole public API of tisock.
 #pragma once
 
-#include "detail/require_cxx20.hpp"
+#include <tisock/detail/require_cxx20.hpp>
 
-#include "buffer.hpp"
-#include "codec.hpp"
-#include "error.hpp"
-#include "memory_stream.hpp"
-#include "reactor.hpp"
-#include "socket_types.hpp"
-#include "stream.hpp"
-#include "task.hpp"
-#include "tcp.hpp"
+#include <tisock/buffer.hpp>
+#include <tisock/codec.hpp>
+#include <tisock/error.hpp>
+#include <tisock/memory_stream.hpp>
+#include <tisock/reactor.hpp>
+#include <tisock/socket_types.hpp>
+#include <tisock/stream.hpp>
+#include <tisock/task.hpp>
+#include <tisock/tcp.hpp>

@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <deque>
 
-#include "sys.hpp"
+#include <tisock/detail/sys.hpp>
 
 namespace tisock::detail {
 

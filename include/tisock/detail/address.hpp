@@ -18,7 +18,7 @@
 #include <string_view>
 #include <vector>
 
-#include "sys.hpp"
+#include <tisock/detail/sys.hpp>
 
 namespace tisock::detail {
 

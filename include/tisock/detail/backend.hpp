@@ -2,17 +2,16 @@
 // backend headers names epoll or kqueue.
 #pragma once
 
-#if defined(TISOCK_BACKEND_KQUEUE_EMULATION) || defined(__APPLE__) || defined(__FreeBSD__) || \
-    defined(__OpenBSD__) || defined(__NetBSD__) || defined(__DragonFly__)
-#include "kqueue.hpp"
+#include <tisock/detail/platform.hpp>
+
+#if TISOCK_DETAIL_KQUEUE
+#include <tisock/detail/kqueue.hpp>
 namespace tisock::detail {
 using backend = kqueue_backend;
 }
-#elif defined(__linux__)
-#include "epoll.hpp"
+#else
+#include <tisock/detail/epoll.hpp>
 namespace tisock::detail {
 using backend = epoll_backend;
 }
-#else
-#error "tisock supports Linux (epoll) and macOS/BSD (kqueue)"
 #endif

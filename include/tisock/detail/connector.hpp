@@ -12,9 +12,9 @@
 #include <utility>
 #include <vector>
 
-#include "../error.hpp"
-#include "address.hpp"
-#include "resolver.hpp"
+#include <tisock/error.hpp>
+#include <tisock/detail/address.hpp>
+#include <tisock/detail/resolver.hpp>
 
 namespace tisock::detail {
 

@@ -7,9 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "../error.hpp"
-#include "descriptor.hpp"
-#include "sys.hpp"
+#include <tisock/error.hpp>
+#include <tisock/detail/descriptor.hpp>
+#include <tisock/detail/sys.hpp>
 
 namespace tisock::detail {
 

@@ -4,7 +4,7 @@
 // socket and task layers reach the internal interface below through reactor_access.
 #pragma once
 
-#include "require_cxx20.hpp"
+#include <tisock/detail/require_cxx20.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -16,11 +16,11 @@
 #include <utility>
 #include <vector>
 
-#include "../error.hpp"
-#include "backend.hpp"
-#include "descriptor.hpp"
-#include "operation.hpp"
-#include "timer_heap.hpp"
+#include <tisock/error.hpp>
+#include <tisock/detail/backend.hpp>
+#include <tisock/detail/descriptor.hpp>
+#include <tisock/detail/operation.hpp>
+#include <tisock/detail/timer_heap.hpp>
 
 namespace tisock {
 class reactor;

@@ -40,8 +40,8 @@
 #include <thread>
 #include <vector>
 
-#include "../reactor.hpp"
-#include "address.hpp"
+#include <tisock/reactor.hpp>
+#include <tisock/detail/address.hpp>
 
 namespace tisock::detail {
 

@@ -27,17 +27,17 @@
 #include <utility>
 #include <vector>
 
-#include "../error.hpp"
-#include "../reactor.hpp"
-#include "../socket_types.hpp"
-#include "accept_queue.hpp"
-#include "address.hpp"
-#include "connector.hpp"
-#include "block_cache.hpp"
-#include "socket_op.hpp"
-#include "write_queue.hpp"
-#include "resolver.hpp"
-#include "sys.hpp"
+#include <tisock/error.hpp>
+#include <tisock/reactor.hpp>
+#include <tisock/socket_types.hpp>
+#include <tisock/detail/accept_queue.hpp>
+#include <tisock/detail/address.hpp>
+#include <tisock/detail/connector.hpp>
+#include <tisock/detail/block_cache.hpp>
+#include <tisock/detail/socket_op.hpp>
+#include <tisock/detail/write_queue.hpp>
+#include <tisock/detail/resolver.hpp>
+#include <tisock/detail/sys.hpp>
 
 namespace tisock::detail {
 

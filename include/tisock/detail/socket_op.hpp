@@ -13,9 +13,9 @@
 #include <system_error>
 #include <utility>
 
-#include "../socket_types.hpp"
-#include "operation.hpp"
-#include "timer_heap.hpp"
+#include <tisock/socket_types.hpp>
+#include <tisock/detail/operation.hpp>
+#include <tisock/detail/timer_heap.hpp>
 
 namespace tisock::detail {
 

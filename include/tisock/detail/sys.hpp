@@ -7,6 +7,8 @@
 //    or fail a getaddrinfo(). Off, they cost nothing.
 #pragma once
 
+#include <tisock/detail/platform.hpp>
+
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -24,12 +26,7 @@ namespace tisock::detail::sys {
 // Whether the socket calls follow the BSD rules (no accept4/SOCK_NONBLOCK on macOS,
 // SO_NOSIGPIPE instead of MSG_NOSIGNAL). True with the kqueue backend, also when that
 // backend runs over the test emulation on Linux, so the BSD code paths are exercised.
-#if defined(TISOCK_BACKEND_KQUEUE_EMULATION) || defined(__APPLE__) || defined(__FreeBSD__) || \
-    defined(__OpenBSD__) || defined(__NetBSD__) || defined(__DragonFly__)
-inline constexpr bool bsd_sockets = true;
-#else
-inline constexpr bool bsd_sockets = false;
-#endif
+inline constexpr bool bsd_sockets = TISOCK_DETAIL_KQUEUE == 1;
 
 struct result {
     long value = -1;  // the call's return value; -1 on failure

@@ -1,7 +1,7 @@
 // A socket's writes, in the order they were started (one FIFO for both styles).
 #pragma once
 
-#include "socket_op.hpp"
+#include <tisock/detail/socket_op.hpp>
 
 namespace tisock::detail {
 
