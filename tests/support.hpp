@@ -44,7 +44,8 @@ using namespace std::chrono_literals;
 
 // ---- descriptors -------------------------------------------------------------------------
 
-// open_descriptor_count(): in foundation_support.hpp.
+// open_descriptor_count(), descriptor_baseline, check_nothing_left(fds): in
+// foundation_support.hpp.
 
 inline bool descriptor_is_open(int fd) { return fd >= 0 && ::fcntl(fd, F_GETFD) != -1; }
 
@@ -70,25 +71,19 @@ inline void run_for_at_least(tisock::reactor& r, std::chrono::milliseconds d) {
     }
 }
 
-// True when the reactor has no work left: run() returns at once (well, within `bound`,
-// while a reactor with work would block far longer).
+// True when the reactor has no work left: run_for(3 s) returns at once (within 1 s; a
+// reactor with work blocks until its work is done or the 3 s are over).
 inline bool reactor_is_idle(tisock::reactor& r) {
     stopwatch t;
     r.run_for(3000ms);
     return t.elapsed() < 1000ms;
 }
 
-// Descriptors open when the test began; compared at the end (after every socket closed).
-// Take it after constructing the reactor: the reactor's own descriptors are not counted.
-struct descriptor_baseline {
-    int before = open_descriptor_count();
-    int leaked() const { return open_descriptor_count() - before; }
-};
-
-// The end of every test: nothing pending in the reactor, no descriptor left open.
+// The end of every test (see descriptor_baseline in foundation_support.hpp): nothing pending
+// in the reactor, no descriptor opened since `fds` left open.
 inline void check_nothing_left(tisock::reactor& r, const descriptor_baseline& fds) {
     CHECK_MESSAGE(reactor_is_idle(r), "the reactor still has pending work");
-    CHECK(fds.leaked() == 0);
+    check_nothing_left(fds);
 }
 
 // The setup most socket tests share (TEST_CASE_FIXTURE(socket_test, ...)): a 20 s watchdog,

@@ -25,9 +25,9 @@ namespace {
 using tisock::detail::backend;
 using tisock::detail::descriptor_state;
 using tisock::detail::ready_event;
+using tisock_test::check_nothing_left;
 using tisock_test::descriptors_checked;
 using tisock_test::loopback;
-using tisock_test::open_descriptor_count;
 using tisock_test::socket_pair;
 namespace sys = tisock::detail::sys;
 using clock_type = std::chrono::steady_clock;
@@ -289,7 +289,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "backend failures: constructor throws and
     for (sys::call c : {sys::call::poller_create, sys::call::wake_create}) {
         fault_scope f(c, EMFILE);
         CHECK_THROWS_AS(backend{}, std::system_error);
-        CHECK(open_descriptor_count() == fds);
+        check_nothing_left(fds);
     }
     {
         backend b;

@@ -166,7 +166,7 @@ TEST_CASE("review: a stream::pump handler that throws propagates out of run(), n
 TEST_CASE("review: a reactor destroyed with every kind of pending thing runs nothing and leaks nothing") {
     watchdog wd(30s);
     tracked::reset();
-    int before = open_descriptor_count();
+    descriptor_baseline fds;
     int callbacks = 0;
     std::optional<foreign_coroutine> foreign;
     {
@@ -209,5 +209,5 @@ TEST_CASE("review: a reactor destroyed with every kind of pending thing runs not
     CHECK(callbacks == 0);
     CHECK(tracked::alive() == 0);
     foreign.reset();  // a foreign frame is its owner's to destroy, after the reactor too
-    CHECK(open_descriptor_count() == before);
+    check_nothing_left(fds);
 }

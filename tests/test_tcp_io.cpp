@@ -812,7 +812,7 @@ TEST_CASE("full duplex: a read and a write wait on one socket at once") {
 
 TEST_CASE("try_write hands the kernel what it takes now, keeps FIFO order behind queued writes, and refuses misuse") {
     tisock::reactor r;
-    const int fds_before = open_descriptor_count();
+    descriptor_baseline fds;
     {
         socket_trio t = connect_trio(r, "127.0.0.1");
         const std::string hello = "hello";
@@ -842,5 +842,6 @@ TEST_CASE("try_write hands the kernel what it takes now, keeps FIFO order behind
         r.run_for(100ms);
         CHECK_THROWS_AS((void)t.client.try_write(bytes_of(hello)), state_error);  // closed
     }
-    REQUIRE(run_until(r, [&] { return open_descriptor_count() == fds_before; }));
+    REQUIRE(run_until(r, [&] { return fds.leaked() == 0; }));
+    check_nothing_left(r, fds);
 }

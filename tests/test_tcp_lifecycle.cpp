@@ -1467,7 +1467,7 @@ TEST_CASE_FIXTURE(socket_test, "a read that fails inside the call still reports 
 TEST_CASE("destroying the reactor with work pending runs nothing and leaks no descriptor") {
     watchdog wd(20s);
     tracked::reset();
-    int before = open_descriptor_count();
+    descriptor_baseline fds;
     std::optional<tcp> survivor;
     int callbacks = 0;
     {
@@ -1503,7 +1503,7 @@ TEST_CASE("destroying the reactor with work pending runs nothing and leaks no de
     }
     CHECK(callbacks == 0);
     CHECK(tracked::alive() == 0);
-    CHECK(open_descriptor_count() == before);
+    check_nothing_left(fds);
     // A handle that outlived its reactor: closed, and every call that needs the reactor throws.
     REQUIRE(survivor);
     CHECK(survivor->state() == state::closed);

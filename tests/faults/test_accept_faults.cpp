@@ -228,7 +228,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "B1 EMFILE during accept: no spin, the li
 TEST_CASE("B1/B2 accept errors injected through the fault hook: the listener survives and accepts the next") {
     for (int injected : {EMFILE, ENFILE, ENOBUFS, ECONNABORTED, ECONNRESET, EPROTO, EPERM, EINTR}) {
         CAPTURE(injected);
-        int fds = open_descriptor_count();
+        descriptor_baseline fds;
         {
             reactor r;
             listener_fixture l(r);
@@ -252,7 +252,7 @@ TEST_CASE("B1/B2 accept errors injected through the fault hook: the listener sur
             for (tcp& t : l.inbound) t.close();
             if (l.socket.state() == state::listening) l.socket.close();
         }
-        CHECK(open_descriptor_count() == fds);
+        check_nothing_left(fds);
     }
 }
 

@@ -118,7 +118,7 @@ struct closed_connect {
 TEST_CASE("A1 connection refused on 127.0.0.1 and ::1 is reported from the reactor, never inside connect()") {
     for (const char* host : {"127.0.0.1", "::1"}) {
         CAPTURE(host);
-        int fds = open_descriptor_count();
+        descriptor_baseline fds;
         {
             reactor r;
             counts c;
@@ -149,7 +149,7 @@ TEST_CASE("A1 connection refused on 127.0.0.1 and ::1 is reported from the react
             CHECK(c.errors == 2);  // the error observer runs for the coroutine style too
             CHECK(s.state() == state::error);
         }
-        CHECK(open_descriptor_count() == fds);
+        check_nothing_left(fds);
     }
 }
 
@@ -433,7 +433,7 @@ TEST_CASE("F1/F2 invalid ports and hosts throw invalid_argument naming them, bef
 }
 
 TEST_CASE("F5 close, or drop the last handle, while a hostname lookup is in flight: no callback afterwards") {
-    int fds = open_descriptor_count();
+    descriptor_baseline fds;
     {
         reactor r;
         int port = 0;
@@ -467,5 +467,6 @@ TEST_CASE("F5 close, or drop the last handle, while a hostname lookup is in flig
         CHECK(c.errors == 0);
         CHECK(dropped.connected + dropped.errors == 1);  // it went on, and ended once
     }
-    CHECK(open_descriptors_settled(fds) == fds);
+    wait_for_descriptors(fds);
+    check_nothing_left(fds);
 }

@@ -149,7 +149,7 @@ struct connection_test : descriptors_checked {
 
 TEST_CASE("C2 peer reset during a pending read: ECONNRESET, state error, error callback once, descriptor closed") {
     REQUIRE(sigpipe_is_default());
-    int fds = open_descriptor_count();
+    descriptor_baseline fds;
     {
         reactor r;
         SUBCASE("no data before the reset") {
@@ -205,12 +205,12 @@ TEST_CASE("C2 peer reset during a pending read: ECONNRESET, state error, error c
             CHECK(c.s().state() == state::error);
         }
     }
-    CHECK(open_descriptor_count() == fds);
+    check_nothing_left(fds);
 }
 
 TEST_CASE("D1/D2 the peer goes away while we write: no SIGPIPE, EPIPE/ECONNRESET, state error") {
     REQUIRE(sigpipe_is_default());
-    int fds = open_descriptor_count();
+    descriptor_baseline fds;
     {
         reactor r;
         SUBCASE("peer closes with our data unread while a large write is in progress") {
@@ -257,7 +257,7 @@ TEST_CASE("D1/D2 the peer goes away while we write: no SIGPIPE, EPIPE/ECONNRESET
         }
     }
     CHECK(sigpipe_is_default());
-    CHECK(open_descriptor_count() == fds);
+    check_nothing_left(fds);
 }
 
 TEST_CASE_FIXTURE(descriptors_checked, "H2 write timeout against a peer that never reads: timed_out after the timeout, state error") {
@@ -566,7 +566,7 @@ TEST_CASE("ss -K destroys the connection: ECONNABORTED on the next operation, st
             return;
         }
     }
-    int fds = open_descriptor_count();
+    descriptor_baseline fds;
     {
         reactor r;
         connection c(r);
@@ -589,7 +589,7 @@ TEST_CASE("ss -K destroys the connection: ECONNABORTED on the next operation, st
         CHECK(c.s().state() == state::error);
         CHECK(c.s().native_handle() == -1);
     }
-    CHECK(open_descriptor_count() == fds);
+    check_nothing_left(fds);
 }
 
 TEST_CASE_FIXTURE(descriptors_checked, "A11 EINTR injected on connect, accept, recv and send is retried transparently") {

@@ -177,12 +177,12 @@ TEST_CASE("E6 close or drop the last handle inside connected, read, write and sh
     for (auto body : {inside_connected, inside_read, inside_write, inside_shutdown_done}) {
         for (action a : {action::close, action::drop}) {
             CAPTURE(name_of(a));
-            int fds = open_descriptor_count();
+            descriptor_baseline fds;
             {
                 reactor r;
                 body(r, a);
             }
-            CHECK(open_descriptor_count() == fds);
+            check_nothing_left(fds);
         }
     }
 }
@@ -190,7 +190,7 @@ TEST_CASE("E6 close or drop the last handle inside connected, read, write and sh
 TEST_CASE("E6 inside the error callback close() throws state_error; dropping the last handle is safe") {
     for (action a : {action::close, action::drop}) {
         CAPTURE(name_of(a));
-        int fds = open_descriptor_count();
+        descriptor_baseline fds;
         {
             reactor r;
             std::optional<tcp> holder;
@@ -218,14 +218,14 @@ TEST_CASE("E6 inside the error callback close() throws state_error; dropping the
             CHECK(threw == (a == action::close ? 1 : 0));
             CHECK(holder.has_value() == (a == action::close));
         }
-        CHECK(open_descriptor_count() == fds);
+        check_nothing_left(fds);
     }
 }
 
 TEST_CASE("E6 close or drop the listener, and the inbound socket, inside accepted") {
     for (action a : {action::close, action::drop}) {
         CAPTURE(name_of(a));
-        int fds = open_descriptor_count();
+        descriptor_baseline fds;
         {
             reactor r;
             std::optional<tcp> listener;
@@ -258,7 +258,7 @@ TEST_CASE("E6 close or drop the listener, and the inbound socket, inside accepte
             raw_fd refused = raw_connect("127.0.0.1", port);
             CHECK_FALSE(refused);  // nothing listens there any more
         }
-        CHECK(open_descriptor_count() == fds);
+        check_nothing_left(fds);
     }
 }
 
