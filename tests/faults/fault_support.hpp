@@ -279,9 +279,9 @@ inline netns_outcome run_in_netns(const std::function<std::string()>& body, mill
 }
 
 // A namespace test's verdict: its failure checked, or, when it was skipped, a message saying why.
-inline void check_netns(const netns_outcome& o, const char* name) {
+inline void check_netns(const netns_outcome& o) {
     if (o.skipped) {
-        MESSAGE(name << " skipped: " << o.failure);
+        MESSAGE("skipped: " << o.failure);
     } else {
         CHECK_MESSAGE(o.failure.empty(), o.failure);
     }

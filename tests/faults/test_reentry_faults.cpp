@@ -1,7 +1,6 @@
-// Fault suite, re-entrancy and races (robustness catalogue E6, C12, G2, H3): closing a
-// socket, or dropping the last handle to it, from inside every callback; closing while a
-// coroutine is suspended in a read; cancellation racing completion 100,000 times; an
-// exception thrown by a user callback.
+// Fault suite, re-entrancy and races: closing a socket, or dropping the last handle to it,
+// from inside every callback; closing while a coroutine is suspended in a read;
+// cancellation racing completion 100,000 times; an exception thrown by a user callback.
 #include <doctest/doctest.h>
 
 #include <optional>
@@ -173,7 +172,7 @@ void inside_shutdown_done(reactor& r, action a) {
 
 }  // namespace
 
-TEST_CASE("E6 close or drop the last handle inside connected, read, write and shutdown callbacks") {
+TEST_CASE("close() or dropping the last handle inside connected, read, write and shutdown callbacks") {
     for (auto body : {inside_connected, inside_read, inside_write, inside_shutdown_done}) {
         for (action a : {action::close, action::drop}) {
             CAPTURE(name_of(a));
@@ -187,7 +186,7 @@ TEST_CASE("E6 close or drop the last handle inside connected, read, write and sh
     }
 }
 
-TEST_CASE("E6 inside the error callback close() throws state_error; dropping the last handle is safe") {
+TEST_CASE("inside the error callback close() throws state_error; dropping the last handle is safe") {
     for (action a : {action::close, action::drop}) {
         CAPTURE(name_of(a));
         descriptor_baseline fds;
@@ -222,7 +221,7 @@ TEST_CASE("E6 inside the error callback close() throws state_error; dropping the
     }
 }
 
-TEST_CASE("E6 close or drop the listener, and the inbound socket, inside accepted") {
+TEST_CASE("closing or dropping the listener, and closing the inbound socket, inside accepted") {
     for (action a : {action::close, action::drop}) {
         CAPTURE(name_of(a));
         descriptor_baseline fds;
@@ -262,7 +261,7 @@ TEST_CASE("E6 close or drop the listener, and the inbound socket, inside accepte
     }
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "C12 closing while another coroutine is suspended in a read: operation_canceled") {
+TEST_CASE_FIXTURE(descriptors_checked, "closing while another coroutine is suspended in a read: operation_canceled") {
     reactor r;
     client_fixture c(r);
     c.connect(r);
@@ -283,7 +282,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "C12 closing while another coroutine is s
     c.check_peer_sees_end();
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "H3 an exception from a user callback propagates out of run(); the reactor keeps serving") {
+TEST_CASE_FIXTURE(descriptors_checked, "an exception from a user callback propagates out of run(); the reactor keeps serving") {
     reactor r;
     client_fixture a(r), b(r);
     a.connect(r);
@@ -328,7 +327,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "H3 an exception from a user callback pro
     c.holder->close();
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "G2 writes racing close(): 2,000 connections x 50 writes, each completes exactly once") {
+TEST_CASE_FIXTURE(descriptors_checked, "writes racing close(): 2,000 connections x 50 writes, each completes exactly once") {
     reactor r;
     int port = 0;
     raw_fd listener = raw_listener("127.0.0.1", 64, port);
@@ -394,10 +393,10 @@ TEST_CASE_FIXTURE(descriptors_checked, "G2 writes racing close(): 2,000 connecti
     CHECK(total_ops == long(connections) * per_connection);
     CHECK(succeeded_total > 0);
     CHECK(canceled_total > 0);  // the race really happened both ways
-    MESSAGE("G2 writes: " << succeeded_total << " completed, " << canceled_total << " canceled by close()");
+    MESSAGE("writes racing close(): " << succeeded_total << " completed, " << canceled_total << " canceled by close()");
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "G2 a read deadline racing its data: every read completes exactly once, no byte lost") {
+TEST_CASE_FIXTURE(descriptors_checked, "a read deadline racing its data: every read completes exactly once, no byte lost") {
     reactor r;
     client_fixture c(r);
     c.connect(r);
@@ -455,6 +454,6 @@ TEST_CASE_FIXTURE(descriptors_checked, "G2 a read deadline racing its data: ever
     CHECK(st.with_data > 0);
     CHECK(c.holder->state() == state::connected);  // a read deadline is not a socket error
     CHECK(c.t.errors == 0);
-    MESSAGE("G2 reads: " << st.with_data << " got data, " << st.timeouts << " timed out");
+    MESSAGE("reads racing their deadline: " << st.with_data << " got data, " << st.timeouts << " timed out");
     c.holder->close();
 }
