@@ -170,95 +170,92 @@ void inside_shutdown_done(reactor& r, action a) {
     CHECK(raw_read_to_eof(c.peer.get(), 2s) == "before shutdown");
 }
 
-}  // namespace
-
-TEST_CASE("close() or dropping the last handle inside connected, read, write and shutdown callbacks") {
-    for (auto body : {inside_connected, inside_read, inside_write, inside_shutdown_done}) {
-        for (action a : {action::close, action::drop}) {
-            CAPTURE(name_of(a));
-            descriptor_baseline fds;
-            {
-                reactor r;
-                body(r, a);
-            }
-            check_nothing_left(fds);
-        }
-    }
-}
-
-TEST_CASE("inside the error callback close() throws state_error; dropping the last handle is safe") {
+// Runs `body` twice, with close() and with dropping the last handle, each time on a reactor
+// of its own, and checks that no descriptor is left once that reactor is gone.
+template <class Body>
+void with_each_action(Body body) {
     for (action a : {action::close, action::drop}) {
         CAPTURE(name_of(a));
         descriptor_baseline fds;
         {
             reactor r;
-            std::optional<tcp> holder;
-            int errors = 0, threw = 0;
-            holder.emplace(r, tisock::tcp_options{.host = "127.0.0.1",
-                                                  .port = closed_port("127.0.0.1"),
-                                                  .error = [&](tcp& s, const std::string&, std::error_code) {
-                                                      ++errors;
-                                                      if (a == action::close) {
-                                                          try {
-                                                              s.close();
-                                                          } catch (const tisock::state_error&) {
-                                                              ++threw;
-                                                          }
-                                                          CHECK(s.state() == state::error);
-                                                      } else {
-                                                          holder.reset();
-                                                          CHECK(s.state() == state::error);
-                                                      }
-                                                  }});
-            holder->connect();
-            REQUIRE(run_until(r, [&] { return errors > 0; }));
-            pump(r, 20ms);
-            CHECK(errors == 1);
-            CHECK(threw == (a == action::close ? 1 : 0));
-            CHECK(holder.has_value() == (a == action::close));
+            body(r, a);
         }
         check_nothing_left(fds);
     }
+}
+
+}  // namespace
+
+TEST_CASE("close() or dropping the last handle inside the connected callback") { with_each_action(inside_connected); }
+
+TEST_CASE("close() or dropping the last handle inside a read callback") { with_each_action(inside_read); }
+
+TEST_CASE("close() or dropping the last handle inside a write callback") { with_each_action(inside_write); }
+
+TEST_CASE("close() or dropping the last handle inside the shutdown callback") { with_each_action(inside_shutdown_done); }
+
+TEST_CASE("inside the error callback close() throws state_error; dropping the last handle is safe") {
+    with_each_action([](reactor& r, action a) {
+        std::optional<tcp> holder;
+        int errors = 0, threw = 0;
+        holder.emplace(r, tisock::tcp_options{.host = "127.0.0.1",
+                                              .port = closed_port("127.0.0.1"),
+                                              .error = [&](tcp& s, const std::string&, std::error_code) {
+                                                  ++errors;
+                                                  if (a == action::close) {
+                                                      try {
+                                                          s.close();
+                                                      } catch (const tisock::state_error&) {
+                                                          ++threw;
+                                                      }
+                                                      CHECK(s.state() == state::error);
+                                                  } else {
+                                                      holder.reset();
+                                                      CHECK(s.state() == state::error);
+                                                  }
+                                              }});
+        holder->connect();
+        REQUIRE(run_until(r, [&] { return errors > 0; }));
+        pump(r, 20ms);
+        CHECK(errors == 1);
+        CHECK(threw == (a == action::close ? 1 : 0));
+        CHECK(holder.has_value() == (a == action::close));
+    });
 }
 
 TEST_CASE("closing or dropping the listener, and closing the inbound socket, inside accepted") {
-    for (action a : {action::close, action::drop}) {
-        CAPTURE(name_of(a));
-        descriptor_baseline fds;
-        {
-            reactor r;
-            std::optional<tcp> listener;
-            int accepted = 0, later = 0;
-            int inbound_fd = -2;
-            listener.emplace(r, tisock::tcp_options{.host = "127.0.0.1",
-                                                    .port = 0,
-                                                    .accepted = [&](tcp& l, tcp in) {
-                                                        if (accepted++ > 0) ++later;
-                                                        inbound_fd = in.native_handle();
-                                                        CHECK(in.state() == state::connected);
-                                                        in.close();
-                                                        if (a == action::close) {
-                                                            l.close();
-                                                            CHECK(l.state() == state::closed);
-                                                        } else {
-                                                            listener.reset();
-                                                        }
-                                                    }});
-            listener->listen();
-            int port = listener->port();
-            listener->accept();
-            raw_fd client = raw_connect("127.0.0.1", port);
-            REQUIRE(run_until(r, [&] { return accepted == 1; }));
-            pump(r, 20ms);
-            CHECK(accepted == 1);
-            CHECK(later == 0);
-            CHECK(inbound_fd >= 0);
-            CHECK(raw_read_to_eof(client.get(), 2s).empty());  // the inbound socket was closed
-            raw_fd refused = raw_connect("127.0.0.1", port);
-            CHECK_FALSE(refused);  // nothing listens there any more
-        }
-        check_nothing_left(fds);
-    }
+    with_each_action([](reactor& r, action a) {
+        std::optional<tcp> listener;
+        int accepted = 0, later = 0;
+        int inbound_fd = -2;
+        listener.emplace(r, tisock::tcp_options{.host = "127.0.0.1",
+                                                .port = 0,
+                                                .accepted = [&](tcp& l, tcp in) {
+                                                    if (accepted++ > 0) ++later;
+                                                    inbound_fd = in.native_handle();
+                                                    CHECK(in.state() == state::connected);
+                                                    in.close();
+                                                    if (a == action::close) {
+                                                        l.close();
+                                                        CHECK(l.state() == state::closed);
+                                                    } else {
+                                                        listener.reset();
+                                                    }
+                                                }});
+        listener->listen();
+        int port = listener->port();
+        listener->accept();
+        raw_fd client = raw_connect("127.0.0.1", port);
+        REQUIRE(run_until(r, [&] { return accepted == 1; }));
+        pump(r, 20ms);
+        CHECK(accepted == 1);
+        CHECK(later == 0);
+        CHECK(inbound_fd >= 0);
+        CHECK(raw_read_to_eof(client.get(), 2s).empty());  // the inbound socket was closed
+        raw_fd refused = raw_connect("127.0.0.1", port);
+        CHECK_FALSE(refused);  // nothing listens there any more
+    });
 }
 
 TEST_CASE_FIXTURE(descriptors_checked, "closing while another coroutine is suspended in a read: operation_canceled") {
@@ -282,7 +279,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "closing while another coroutine is suspe
     c.check_peer_sees_end();
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "an exception from a user callback propagates out of run(); the reactor keeps serving") {
+TEST_CASE_FIXTURE(descriptors_checked, "an exception from a read callback propagates out of run(); the reactor keeps serving") {
     reactor r;
     client_fixture a(r), b(r);
     a.connect(r);
@@ -310,11 +307,15 @@ TEST_CASE_FIXTURE(descriptors_checked, "an exception from a user callback propag
     send_all(a.peer.get(), "again");
     REQUIRE(run_until(r, [&] { return a_reads > 0; }));
     CHECK(a_reads == 1);
+    a.holder->close();
+    b.holder->close();
+}
 
-    // A throwing `connected` callback: the socket is connected all the same.
+TEST_CASE_FIXTURE(descriptors_checked, "an exception from the connected callback propagates out of run(); the socket is connected all the same") {
+    reactor r;
     client_fixture c(r, [](tcp&) { throw std::runtime_error("connected failed"); });
     c.holder->connect();
-    thrown = false;
+    bool thrown = false;
     try {
         r.run_for(1000ms);
     } catch (const std::runtime_error&) {
@@ -322,8 +323,6 @@ TEST_CASE_FIXTURE(descriptors_checked, "an exception from a user callback propag
     }
     CHECK(thrown);
     CHECK(c.holder->state() == state::connected);
-    a.holder->close();
-    b.holder->close();
     c.holder->close();
 }
 
