@@ -478,6 +478,39 @@ inline int int_option(int fd, int level, int name) {
     return v;
 }
 
+// A client whose writes queue: connected to `l` (made with a small receive buffer, such as
+// raw_listener("127.0.0.1", 16, 4096)) with a 4 KiB send buffer; `peer` is the accepted
+// end, which reads nothing until told to.
+inline tisock::tcp connect_small_window(tisock::reactor& r, raw_listener& l, raw_peer& peer) {
+    tisock::tcp s(r, {.host = l.host(), .port = l.port()});
+    s.connect();
+    REQUIRE(run_until(r, [&] { return !s.is_connecting(); }));
+    REQUIRE(s.state() == tisock::state::connected);
+    int small = 4096;
+    REQUIRE(::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+    peer = l.accept();
+    REQUIRE(peer.is_open());
+    return s;
+}
+
+// The set-up of the queued-write cases (TEST_CASE_FIXTURE(small_window_client, ...)): `s`,
+// whose writes queue behind a `peer` that reads nothing until told to, and the descriptor
+// baseline taken after the reactor (close s, peer and l before check_nothing_left). It runs
+// before the case's watchdog starts; run_until's and accept's limits bound it.
+struct small_window_client {
+    tisock::reactor r;
+    descriptor_baseline fds;
+    raw_listener l{"127.0.0.1", 16, 4096};
+    raw_peer peer;
+    tisock::tcp s = connect_small_window(r, l, peer);
+};
+
+// A write of `*data` to `s` in a coroutine that is not a tisock::task, so that the test can
+// abandon the write by destroying the frame.
+inline foreign_coroutine write_in_foreign(tisock::tcp s, const std::string* data) {
+    co_await s.async_write(bytes_of(*data));
+}
+
 // What the tests' own callbacks throw, to check that an exception leaves run*() cleanly.
 struct boom : std::runtime_error {
     boom() : std::runtime_error("boom") {}

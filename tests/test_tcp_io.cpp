@@ -698,6 +698,22 @@ TEST_CASE("shutdown(): every queued byte arrives before end of stream, and the r
     check_nothing_left(r, fds);
 }
 
+TEST_CASE_FIXTURE(small_window_client, "shutdown waiting behind a write whose coroutine is destroyed still completes") {
+    watchdog wd(20s);
+    const std::string big = pattern(4 << 20);
+    foreign_coroutine writer = write_in_foreign(s, &big);
+    REQUIRE(!writer.done());  // the write is queued: the peer reads nothing
+    bool shut = false;
+    s.shutdown([&](tcp&, std::error_code) { shut = true; });
+    writer.destroy();  // abandons the write: nothing is queued ahead of the shutdown now
+    CHECK(run_until(r, [&] { return shut; }, 2000ms));
+    CHECK(reactor_is_idle(r));
+    s.close();
+    peer.close();
+    l.close();
+    check_nothing_left(r, fds);
+}
+
 TEST_CASE("a write to a peer that never reads fails with timed_out after the timeout") {
     watchdog wd(30s);
     tisock::reactor r;

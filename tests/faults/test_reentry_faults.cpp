@@ -1,6 +1,7 @@
 // Fault suite, re-entrancy and races: closing a socket, or dropping the last handle to it,
 // from inside every callback; closing while a coroutine is suspended in a read;
-// cancellation racing completion 100,000 times; an exception thrown by a user callback.
+// cancellation racing completion 100,000 times; an exception thrown by a user callback
+// (connected, read, write, stream::read_all and pump): it leaves run() and strands nothing.
 #include <doctest/doctest.h>
 
 #include <optional>
@@ -12,6 +13,17 @@ using tisock::io_event;
 using tisock::reactor;
 using tisock::state;
 using tisock::tcp;
+// The socket tests' helpers for the exception cases (raw_listener and run_until are
+// fault_test's here: tisock_test's are named in full).
+using tisock_test::boom;
+using tisock_test::buffer_of;
+using tisock_test::connect_trio;
+using tisock_test::outcome;
+using tisock_test::pattern;
+using tisock_test::small_window_client;
+using tisock_test::socket_trio;
+using tisock_test::start;
+using tisock_test::watchdog;
 
 namespace {
 
@@ -170,6 +182,21 @@ void inside_shutdown_done(reactor& r, action a) {
     CHECK(raw_read_to_eof(c.peer.get(), 2s) == "before shutdown");
 }
 
+// Runs `r` until `done()` or `limit`, swallowing (and counting) `boom` thrown by callbacks.
+template <class Predicate>
+bool run_through_booms(reactor& r, Predicate done, int& booms, milliseconds limit = 3000ms) {
+    auto deadline = test_clock::now() + limit;
+    while (!done()) {
+        if (test_clock::now() >= deadline) return false;
+        try {
+            if (r.run_for(10ms) == 0) std::this_thread::sleep_for(1ms);
+        } catch (const boom&) {
+            ++booms;
+        }
+    }
+    return true;
+}
+
 // Runs `body` twice, with close() and with dropping the last handle, each time on a reactor
 // of its own, and checks that no descriptor is left once that reactor is gone.
 template <class Body>
@@ -324,6 +351,102 @@ TEST_CASE_FIXTURE(descriptors_checked, "an exception from the connected callback
     CHECK(thrown);
     CHECK(c.holder->state() == state::connected);
     c.holder->close();
+}
+
+TEST_CASE("an exception from the connected callback still resumes the coroutine awaiting async_connect") {
+    watchdog wd(20s);
+    reactor r;
+    descriptor_baseline fds;
+    tisock_test::raw_listener l("127.0.0.1");
+    tcp s(r, {.host = "127.0.0.1", .port = l.port(), .connected = [](tcp&) { throw boom(); }});
+    outcome out;
+    start(r, [](tcp sock) -> tisock::task<void> { co_await sock.async_connect(); }(s), out);
+    int booms = 0;
+    CHECK(run_through_booms(r, [&] { return out.done; }, booms));
+    CHECK(booms == 1);
+    CHECK(out.done);
+    CHECK_MESSAGE(!out.error, out.what());
+    CHECK(s.state() == state::connected);
+    s.close();
+    l.close();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE_FIXTURE(small_window_client, "an exception from a write callback does not strand the writes queued behind it") {
+    watchdog wd(30s);
+    const std::string big = pattern(1 << 20);
+    const std::string tail = "tail";
+    bool first_done = false, second_done = false, shut = false;
+    s.write(buffer_of(big), [&](const io_event& e) {
+        CHECK(e.success);
+        first_done = true;
+        throw boom();
+    });
+    s.write(buffer_of(tail), [&](const io_event& e) {
+        CHECK(e.success);
+        second_done = true;
+    });
+    s.shutdown([&](tcp&, std::error_code ec) {
+        CHECK(!ec);
+        shut = true;
+    });
+    std::string received;
+    std::thread reader([&] { received = peer.receive_all(); });
+    int booms = 0;
+    CHECK(run_through_booms(r, [&] { return first_done && second_done && shut; }, booms, 10000ms));
+    CHECK(booms == 1);
+    CHECK(second_done);
+    CHECK(shut);
+    if (!shut) peer.set_receive_timeout(10ms);  // let the reader give up
+    reader.join();
+    CHECK(received.size() == big.size() + (second_done ? tail.size() : 0));
+    s.close();
+    peer.close();
+    l.close();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE("an exception from a stream::read_all callback propagates out of run(), never std::terminate") {
+    watchdog wd(20s);
+    reactor r;
+    descriptor_baseline fds;
+    socket_trio t = connect_trio(r, "127.0.0.1");
+    tisock::buffer into;
+    bool called = false;
+    tisock::stream::read_all(t.inbound, into, [&](const io_event& e) {
+        CHECK(e.success);
+        called = true;
+        throw boom();
+    });
+    t.client.write(buffer_of("abc"), {});
+    t.client.close();
+    int booms = 0;
+    CHECK(run_through_booms(r, [&] { return called && booms > 0; }, booms));
+    CHECK(booms == 1);
+    t.close_all();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE("an exception from a stream::pump handler propagates out of run(), never std::terminate") {
+    watchdog wd(20s);
+    reactor r;
+    descriptor_baseline fds;
+    socket_trio t = connect_trio(r, "127.0.0.1");
+    int calls = 0;
+    tisock::stream::pump(
+        t.inbound,
+        [&](const tisock::pump_event<tcp>&) {
+            ++calls;
+            throw boom();
+        },
+        64);
+    t.client.write(buffer_of("abc"), {});
+    int booms = 0;
+    CHECK(run_through_booms(r, [&] { return booms > 0; }, booms));
+    CHECK(booms == 1);
+    CHECK(calls == 1);
+    t.close_all();
+    check_nothing_left(r, fds);
 }
 
 TEST_CASE_FIXTURE(descriptors_checked, "writes racing close(): 2,000 connections x 50 writes, each completes exactly once") {
