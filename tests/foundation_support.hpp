@@ -139,17 +139,42 @@ inline int open_descriptor_count() {
     return n - 1;
 }
 
-// The descriptors open when a test began, checked again once everything it made is gone:
-// as TEST_CASE_FIXTURE(descriptors_checked, ...) (the fixture outlives the body, so the
-// check runs after the body's reactor and sockets are destroyed) or as the first local.
-// Skipped when the test ends by an exception (a failed REQUIRE has reported already).
+// ---- the end-of-test check ---------------------------------------------------------------
+
+// Every test ends by checking that nothing is left (STYLE.md): every descriptor it opened is
+// closed again and, when it has a reactor, the reactor has no work left. The one check is
+// check_nothing_left, against a descriptor_baseline taken when the test began:
+//  - check_nothing_left(r, fds) (support.hpp) at the end of the body, while the test's
+//    sockets and callbacks still exist (the idle check runs the reactor). Take `fds` after
+//    constructing the reactor: the reactor's own descriptors are not counted. The
+//    socket_test fixture (support.hpp) sets this up.
+//  - check_nothing_left(fds): descriptors only, for tests without a reactor or once it is
+//    gone (then take `fds` before the reactor: its own descriptors must be closed too).
+//  - TEST_CASE_FIXTURE(descriptors_checked, ...): check_nothing_left(fds) by itself, after
+//    everything the body made (its reactor too) is destroyed.
+
+// Descriptors open when the test began.
+struct descriptor_baseline {
+    int before = open_descriptor_count();
+    // Opened since, and still open (negative: closed since, that were open before).
+    int leaked() const { return open_descriptor_count() - before; }
+};
+
+inline void check_nothing_left(const descriptor_baseline& fds) {
+    const int leaked = fds.leaked();
+    CHECK_MESSAGE(leaked == 0, "descriptors open now minus open when the test began: " << leaked);
+}
+
+// check_nothing_left(fds) once the test body and everything it made are gone: a fixture
+// (it outlives the body) or the first local of a body. Skipped when the test ends by an
+// exception (a failed REQUIRE has reported already).
 struct descriptors_checked {
-    int fds = open_descriptor_count();
+    descriptor_baseline fds;
     descriptors_checked() = default;
     descriptors_checked(const descriptors_checked&) = delete;
     descriptors_checked& operator=(const descriptors_checked&) = delete;
     ~descriptors_checked() {
-        if (std::uncaught_exceptions() == 0) CHECK(open_descriptor_count() == fds);
+        if (std::uncaught_exceptions() == 0) check_nothing_left(fds);
     }
 };
 

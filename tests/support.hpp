@@ -44,7 +44,8 @@ using namespace std::chrono_literals;
 
 // ---- descriptors -------------------------------------------------------------------------
 
-// open_descriptor_count(): in foundation_support.hpp.
+// open_descriptor_count(), descriptor_baseline, check_nothing_left(fds): in
+// foundation_support.hpp.
 
 inline bool descriptor_is_open(int fd) { return fd >= 0 && ::fcntl(fd, F_GETFD) != -1; }
 
@@ -70,25 +71,19 @@ inline void run_for_at_least(tisock::reactor& r, std::chrono::milliseconds d) {
     }
 }
 
-// True when the reactor has no work left: run() returns at once (well, within `bound`,
-// while a reactor with work would block far longer).
+// True when the reactor has no work left: run_for(3 s) returns at once (within 1 s; a
+// reactor with work blocks until its work is done or the 3 s are over).
 inline bool reactor_is_idle(tisock::reactor& r) {
     stopwatch t;
     r.run_for(3000ms);
     return t.elapsed() < 1000ms;
 }
 
-// Descriptors open when the test began; compared at the end (after every socket closed).
-// Take it after constructing the reactor: the reactor's own descriptors are not counted.
-struct descriptor_baseline {
-    int before = open_descriptor_count();
-    int leaked() const { return open_descriptor_count() - before; }
-};
-
-// The end of every test: nothing pending in the reactor, no descriptor left open.
+// The end of every test (see descriptor_baseline in foundation_support.hpp): nothing pending
+// in the reactor, no descriptor opened since `fds` left open.
 inline void check_nothing_left(tisock::reactor& r, const descriptor_baseline& fds) {
     CHECK_MESSAGE(reactor_is_idle(r), "the reactor still has pending work");
-    CHECK(fds.leaked() == 0);
+    check_nothing_left(fds);
 }
 
 // The setup most socket tests share (TEST_CASE_FIXTURE(socket_test, ...)): a 20 s watchdog,
@@ -481,6 +476,39 @@ inline int int_option(int fd, int level, int name) {
     socklen_t len = sizeof v;
     REQUIRE(::getsockopt(fd, level, name, &v, &len) == 0);
     return v;
+}
+
+// A client whose writes queue: connected to `l` (made with a small receive buffer, such as
+// raw_listener("127.0.0.1", 16, 4096)) with a 4 KiB send buffer; `peer` is the accepted
+// end, which reads nothing until told to.
+inline tisock::tcp connect_small_window(tisock::reactor& r, raw_listener& l, raw_peer& peer) {
+    tisock::tcp s(r, {.host = l.host(), .port = l.port()});
+    s.connect();
+    REQUIRE(run_until(r, [&] { return !s.is_connecting(); }));
+    REQUIRE(s.state() == tisock::state::connected);
+    int small = 4096;
+    REQUIRE(::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+    peer = l.accept();
+    REQUIRE(peer.is_open());
+    return s;
+}
+
+// The set-up of the queued-write cases (TEST_CASE_FIXTURE(small_window_client, ...)): `s`,
+// whose writes queue behind a `peer` that reads nothing until told to, and the descriptor
+// baseline taken after the reactor (close s, peer and l before check_nothing_left). It runs
+// before the case's watchdog starts; run_until's and accept's limits bound it.
+struct small_window_client {
+    tisock::reactor r;
+    descriptor_baseline fds;
+    raw_listener l{"127.0.0.1", 16, 4096};
+    raw_peer peer;
+    tisock::tcp s = connect_small_window(r, l, peer);
+};
+
+// A write of `*data` to `s` in a coroutine that is not a tisock::task, so that the test can
+// abandon the write by destroying the frame.
+inline foreign_coroutine write_in_foreign(tisock::tcp s, const std::string* data) {
+    co_await s.async_write(bytes_of(*data));
 }
 
 // What the tests' own callbacks throw, to check that an exception leaves run*() cleanly.

@@ -164,7 +164,7 @@ void run_callback_churn(reactor& r, tcp& listener, int cycles) {
 TEST_CASE("soak: connect/write/read/close churn in both styles leaks no descriptor and no memory") {
     reactor r;
     tcp listener = make_listener(r, "127.0.0.1", {.listen_queue_size = 256});
-    const int fds_before = open_descriptor_count();
+    descriptor_baseline fds;
 
     // Warm-up, so that pools and caches reach their steady size before the RSS baseline.
     coroutine_churn(r, listener, 2'000);
@@ -174,7 +174,7 @@ TEST_CASE("soak: connect/write/read/close churn in both styles leaks no descript
     coroutine_churn(r, listener, cycles_per_style);
     run_callback_churn(r, listener, cycles_per_style);
 
-    REQUIRE(run_until(r, [&] { return open_descriptor_count() == fds_before; }, 10s));
+    REQUIRE(run_until(r, [&] { return fds.leaked() == 0; }, 10s));
     const long rss_after = resident_kib();
     MESSAGE("cycles: " << 2 * cycles_per_style << ", RSS " << rss_before << " KiB -> " << rss_after << " KiB");
     if (!sanitized) CHECK(rss_after - rss_before < 4 * 1024);  // flat: well under 100 bytes per cycle

@@ -698,6 +698,22 @@ TEST_CASE("shutdown(): every queued byte arrives before end of stream, and the r
     check_nothing_left(r, fds);
 }
 
+TEST_CASE_FIXTURE(small_window_client, "shutdown waiting behind a write whose coroutine is destroyed still completes") {
+    watchdog wd(20s);
+    const std::string big = pattern(4 << 20);
+    foreign_coroutine writer = write_in_foreign(s, &big);
+    REQUIRE(!writer.done());  // the write is queued: the peer reads nothing
+    bool shut = false;
+    s.shutdown([&](tcp&, std::error_code) { shut = true; });
+    writer.destroy();  // abandons the write: nothing is queued ahead of the shutdown now
+    CHECK(run_until(r, [&] { return shut; }, 2000ms));
+    CHECK(reactor_is_idle(r));
+    s.close();
+    peer.close();
+    l.close();
+    check_nothing_left(r, fds);
+}
+
 TEST_CASE("a write to a peer that never reads fails with timed_out after the timeout") {
     watchdog wd(30s);
     tisock::reactor r;
@@ -812,7 +828,7 @@ TEST_CASE("full duplex: a read and a write wait on one socket at once") {
 
 TEST_CASE("try_write hands the kernel what it takes now, keeps FIFO order behind queued writes, and refuses misuse") {
     tisock::reactor r;
-    const int fds_before = open_descriptor_count();
+    descriptor_baseline fds;
     {
         socket_trio t = connect_trio(r, "127.0.0.1");
         const std::string hello = "hello";
@@ -842,5 +858,6 @@ TEST_CASE("try_write hands the kernel what it takes now, keeps FIFO order behind
         r.run_for(100ms);
         CHECK_THROWS_AS((void)t.client.try_write(bytes_of(hello)), state_error);  // closed
     }
-    REQUIRE(run_until(r, [&] { return open_descriptor_count() == fds_before; }));
+    REQUIRE(run_until(r, [&] { return fds.leaked() == 0; }));
+    check_nothing_left(r, fds);
 }

@@ -1467,7 +1467,7 @@ TEST_CASE_FIXTURE(socket_test, "a read that fails inside the call still reports 
 TEST_CASE("destroying the reactor with work pending runs nothing and leaks no descriptor") {
     watchdog wd(20s);
     tracked::reset();
-    int before = open_descriptor_count();
+    descriptor_baseline fds;
     std::optional<tcp> survivor;
     int callbacks = 0;
     {
@@ -1503,7 +1503,7 @@ TEST_CASE("destroying the reactor with work pending runs nothing and leaks no de
     }
     CHECK(callbacks == 0);
     CHECK(tracked::alive() == 0);
-    CHECK(open_descriptor_count() == before);
+    check_nothing_left(fds);
     // A handle that outlived its reactor: closed, and every call that needs the reactor throws.
     REQUIRE(survivor);
     CHECK(survivor->state() == state::closed);
@@ -1511,4 +1511,53 @@ TEST_CASE("destroying the reactor with work pending runs nothing and leaks no de
     CHECK_THROWS_AS(survivor->connect(), state_error);
     CHECK_THROWS_AS(survivor->listen(), state_error);
     survivor.reset();
+}
+
+TEST_CASE("a reactor destroyed with every kind of pending thing runs nothing and leaks nothing") {
+    watchdog wd(30s);
+    tracked::reset();
+    descriptor_baseline fds;
+    int callbacks = 0;
+    std::optional<foreign_coroutine> foreign;
+    {
+        tisock::reactor r;
+        raw_listener l("127.0.0.1", 16, 4096);
+        // Set-up that needs the reactor to run.
+        raw_peer stuck_peer, quick_peer, pump_peer;
+        tcp stuck = connect_small_window(r, l, stuck_peer);
+        tcp quick = connect_small_window(r, l, quick_peer);
+        tcp pumped = connect_small_window(r, l, pump_peer);
+        tcp listener = make_listener(r, "127.0.0.1", {.accepted = [&, t = tracked()](tcp&, tcp) { ++callbacks; }});
+        raw_peer early = raw_peer::connect("127.0.0.1", listener.port());
+        run_for_at_least(r, 50ms);  // the connection waits in the listener's user-space queue
+
+        // From here on the reactor never runs again.
+        // A hostname connect: the resolver job is in flight (or its result already posted).
+        tcp resolving(r, {.host = "localhost", .port = l.port(), .connected = [&, t = tracked()](tcp&) { ++callbacks; }});
+        resolving.connect();
+        // A coroutine (not started yet: its start is queued) and one awaiting a connect.
+        outcome co, co2;
+        tcp connecting(r, {.host = "127.0.0.1", .port = l.port()});
+        start(r, [](tcp s, tracked) -> tisock::task<void> { co_await s.async_connect(); }(connecting, tracked()), co);
+        r.poll();  // starts the coroutine: it suspends in async_connect
+        start(r, [](tracked) -> tisock::task<void> { co_return; }(tracked()), co2);
+        // accept() with a connection pending: a delivery is queued.
+        listener.accept();
+        // A stuck write with a shutdown behind it; a write completed at once whose callback
+        // is queued, with a foreign coroutine's write behind it.
+        stuck.write(buffer_of(pattern(8u << 20)), [&, t = tracked()](const io_event_alias&) { ++callbacks; });
+        stuck.shutdown([&, t = tracked()](tcp&, std::error_code) { ++callbacks; });
+        quick.write(buffer_of(pattern(8u << 20)), [&, t = tracked()](const io_event_alias&) { ++callbacks; });
+        static const std::string tail = "tail";
+        foreign.emplace(write_in_foreign(quick, &tail));
+        // A pump spawned (its runner's start is queued), and a posted handler.
+        tisock::stream::pump(pumped, [&, t = tracked()](const tisock::pump_event<tcp>&) { ++callbacks; }, 64);
+        r.post([&, t = tracked()] { ++callbacks; });
+        CHECK(callbacks == 0);
+        CHECK(tracked::alive() > 0);
+    }
+    CHECK(callbacks == 0);
+    CHECK(tracked::alive() == 0);
+    foreign.reset();  // a foreign frame is its owner's to destroy, after the reactor too
+    check_nothing_left(fds);
 }

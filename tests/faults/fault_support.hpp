@@ -1,5 +1,5 @@
 // Helpers of the fault suite (tests/faults/), on top of the socket tests' helpers
-// (tests/support.hpp: descriptor counting, addresses, stopwatch, send_all, ...): running
+// (tests/support.hpp: the end-of-test check, addresses, stopwatch, send_all, ...): running
 // the reactor for a bounded time, raw loopback peers made with plain system calls (the
 // library is never its own peer when a fault is injected on the other side), the
 // fault-hook switch, CPU time, and running a body inside a private network namespace.
@@ -40,9 +40,10 @@ using std::chrono::milliseconds;
 // The shared helpers the fault tests use (named one by one: run_until and raw_listener
 // mean something else here, see below).
 using tisock_test::bytes_of;
+using tisock_test::check_nothing_left;
 using tisock_test::closed_port;
+using tisock_test::descriptor_baseline;
 using tisock_test::descriptors_checked;
-using tisock_test::open_descriptor_count;
 using tisock_test::port_of;
 using tisock_test::send_all;
 using tisock_test::set_linger_zero;
@@ -51,16 +52,12 @@ using tisock_test::test_clock;
 
 // ---- descriptors and CPU time --------------------------------------------------------------
 
-// The count once it has settled back to `expected`, or the last count after `limit`: the
-// resolver thread may hold a descriptor for a moment while getaddrinfo reads /etc/hosts.
-inline int open_descriptors_settled(int expected, milliseconds limit = 2s) {
+// Waits until the descriptors are back to `fds`, for at most `limit`: the resolver thread may
+// hold a descriptor for a moment while getaddrinfo reads /etc/hosts. (check_nothing_left
+// afterwards says whether they came back.)
+inline void wait_for_descriptors(const descriptor_baseline& fds, milliseconds limit = 2s) {
     auto end = test_clock::now() + limit;
-    int n = open_descriptor_count();
-    while (n != expected && test_clock::now() < end) {
-        std::this_thread::sleep_for(5ms);
-        n = open_descriptor_count();
-    }
-    return n;
+    while (fds.leaked() != 0 && test_clock::now() < end) std::this_thread::sleep_for(5ms);
 }
 
 // User + system CPU time of the whole process, in seconds.
@@ -282,9 +279,9 @@ inline netns_outcome run_in_netns(const std::function<std::string()>& body, mill
 }
 
 // A namespace test's verdict: its failure checked, or, when it was skipped, a message saying why.
-inline void check_netns(const netns_outcome& o, const char* name) {
+inline void check_netns(const netns_outcome& o) {
     if (o.skipped) {
-        MESSAGE(name << " skipped: " << o.failure);
+        MESSAGE("skipped: " << o.failure);
     } else {
         CHECK_MESSAGE(o.failure.empty(), o.failure);
     }

@@ -1,6 +1,6 @@
-// Fault suite, connected sockets (robustness catalogue A11, C1-C13, D1-D8, ss -K): resets,
-// SIGPIPE, write timeouts, partial writes and EAGAIN storms, write queues cut by close(),
-// shutdown after writes, EINTR everywhere, out-of-band data, a loop that must idle.
+// Fault suite, connected sockets: resets, SIGPIPE, write timeouts, partial writes and EAGAIN
+// storms, write queues cut by close(), shutdown after writes, EINTR everywhere, sockets
+// destroyed by `ss -K`, out-of-band data, a loop that must idle.
 //
 // SIGPIPE is deliberately left at SIG_DFL: if the library ever raised it, this executable
 // would die, and the test asserts the disposition is still the default.
@@ -147,9 +147,9 @@ struct connection_test : descriptors_checked {
 
 }  // namespace
 
-TEST_CASE("C2 peer reset during a pending read: ECONNRESET, state error, error callback once, descriptor closed") {
+TEST_CASE("a peer reset during a pending read: ECONNRESET, state error, error callback once, descriptor closed") {
     REQUIRE(sigpipe_is_default());
-    int fds = open_descriptor_count();
+    descriptor_baseline fds;
     {
         reactor r;
         SUBCASE("no data before the reset") {
@@ -205,12 +205,12 @@ TEST_CASE("C2 peer reset during a pending read: ECONNRESET, state error, error c
             CHECK(c.s().state() == state::error);
         }
     }
-    CHECK(open_descriptor_count() == fds);
+    check_nothing_left(fds);
 }
 
-TEST_CASE("D1/D2 the peer goes away while we write: no SIGPIPE, EPIPE/ECONNRESET, state error") {
+TEST_CASE("the peer goes away while we write: no SIGPIPE, EPIPE/ECONNRESET, state error") {
     REQUIRE(sigpipe_is_default());
-    int fds = open_descriptor_count();
+    descriptor_baseline fds;
     {
         reactor r;
         SUBCASE("peer closes with our data unread while a large write is in progress") {
@@ -257,10 +257,10 @@ TEST_CASE("D1/D2 the peer goes away while we write: no SIGPIPE, EPIPE/ECONNRESET
         }
     }
     CHECK(sigpipe_is_default());
-    CHECK(open_descriptor_count() == fds);
+    check_nothing_left(fds);
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "H2 write timeout against a peer that never reads: timed_out after the timeout, state error") {
+TEST_CASE_FIXTURE(descriptors_checked, "a write timeout against a peer that never reads: timed_out after the timeout, state error") {
     reactor r;
     connection c(r, 200ms);
     int writes = 0;
@@ -281,7 +281,7 @@ TEST_CASE_FIXTURE(descriptors_checked, "H2 write timeout against a peer that nev
     CHECK(c.s().state() == state::error);
 }
 
-TEST_CASE_FIXTURE(connection_test, "C1 orderly FIN: end of stream, not an error; the socket stays connected") {
+TEST_CASE_FIXTURE(connection_test, "an orderly FIN is end of stream, not an error; the socket stays connected") {
     send_all(c.peer.get(), "bye");
     ::shutdown(c.peer.get(), SHUT_WR);
     reads rd;
@@ -309,7 +309,7 @@ TEST_CASE_FIXTURE(connection_test, "C1 orderly FIN: end of stream, not an error;
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(connection_test, "C3 peer closes with our data unread: ECONNRESET on the pending read") {
+TEST_CASE_FIXTURE(connection_test, "a peer that closes with our data unread: ECONNRESET on the pending read") {
     int writes = 0;
     c.s().write(tisock::buffer::from_string("never read"), [&](const io_event& e) { writes += e.success ? 1 : 100; });
     REQUIRE(run_until(r, [&] { return writes == 1; }));
@@ -324,7 +324,7 @@ TEST_CASE_FIXTURE(connection_test, "C3 peer closes with our data unread: ECONNRE
     CHECK(c.s().state() == state::error);
 }
 
-TEST_CASE_FIXTURE(connection_test, "C7 data arriving while nobody reads does not make the loop spin") {
+TEST_CASE_FIXTURE(connection_test, "data arriving while nobody reads does not make the loop spin") {
     send_all(c.peer.get(), "unexpected");
     double cpu0 = cpu_seconds();
     tisock::spawn(r, sleep_task(r, 100ms));
@@ -342,7 +342,7 @@ TEST_CASE_FIXTURE(connection_test, "C7 data arriving while nobody reads does not
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(connection_test, "C9 an out-of-band byte does not wedge the loop") {
+TEST_CASE_FIXTURE(connection_test, "an out-of-band byte does not wedge the loop") {
     reads rd;
     rd.start(c.s(), true);
     pump(r, 10ms);
@@ -358,7 +358,7 @@ TEST_CASE_FIXTURE(connection_test, "C9 an out-of-band byte does not wedge the lo
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(connection_test, "C13 a second concurrent read throws state_error; the first one is unaffected") {
+TEST_CASE_FIXTURE(connection_test, "a second concurrent read throws state_error; the first one is unaffected") {
     reads first, second;
     first.start(c.s());
     CHECK_THROWS_AS(second.start(c.s()), tisock::state_error);
@@ -382,7 +382,7 @@ TEST_CASE_FIXTURE(connection_test, "C13 a second concurrent read throws state_er
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(connection_test, "D4 injected short sends and EAGAIN storms: 1 MiB arrives intact") {
+TEST_CASE_FIXTURE(connection_test, "injected short sends and EAGAIN storms: 1 MiB arrives intact") {
     // A real short send or EAGAIN means the send buffer is full, and the kernel signals
     // writability again once space frees up; the library waits for that edge. An
     // injected one leaves the buffer empty, so the hook supplies the edge as the kernel
@@ -429,7 +429,7 @@ TEST_CASE_FIXTURE(connection_test, "D4 injected short sends and EAGAIN storms: 1
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(connection_test, "D5 10,000 queued writes complete in FIFO order; close() cancels the rest, in order") {
+TEST_CASE_FIXTURE(connection_test, "10,000 queued writes complete in FIFO order; close() cancels the rest, in order") {
     int small = 4096;
     ::setsockopt(c.s().native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
     ::setsockopt(c.peer.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
@@ -479,7 +479,7 @@ TEST_CASE_FIXTURE(connection_test, "D5 10,000 queued writes complete in FIFO ord
     CHECK(received == pattern(0, received.size()));
 }
 
-TEST_CASE_FIXTURE(connection_test, "D7 write after shutdown() throws state_error") {
+TEST_CASE_FIXTURE(connection_test, "a write after shutdown() throws state_error") {
     int done = 0;
     c.s().shutdown([&](tcp&, std::error_code ec) { done += ec ? 100 : 1; });
     CHECK_THROWS_AS(c.s().write(tisock::buffer::from_string("late"), [](const io_event&) {}), tisock::state_error);
@@ -502,7 +502,7 @@ TEST_CASE_FIXTURE(connection_test, "D7 write after shutdown() throws state_error
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(connection_test, "E3 write then shutdown delivers every byte before end of stream") {
+TEST_CASE_FIXTURE(connection_test, "a write then shutdown delivers every byte before end of stream") {
     constexpr std::size_t total = 4u << 20, chunk = 1u << 20;
     std::vector<int> order;
     for (std::size_t off = 0; off < total; off += chunk) {
@@ -521,7 +521,7 @@ TEST_CASE_FIXTURE(connection_test, "E3 write then shutdown delivers every byte b
     c.s().close();
 }
 
-TEST_CASE_FIXTURE(connection_test, "D8 EAGAIN storm: 64 MiB queued to a peer that does not read; the loop idles, nothing is lost") {
+TEST_CASE_FIXTURE(connection_test, "EAGAIN storm: 64 MiB queued to a peer that does not read; the loop idles, nothing is lost") {
     constexpr std::size_t total = 64u << 20, chunk = 1u << 20;
     int done = 0;
     for (std::size_t off = 0; off < total; off += chunk) {
@@ -566,7 +566,7 @@ TEST_CASE("ss -K destroys the connection: ECONNABORTED on the next operation, st
             return;
         }
     }
-    int fds = open_descriptor_count();
+    descriptor_baseline fds;
     {
         reactor r;
         connection c(r);
@@ -589,10 +589,10 @@ TEST_CASE("ss -K destroys the connection: ECONNABORTED on the next operation, st
         CHECK(c.s().state() == state::error);
         CHECK(c.s().native_handle() == -1);
     }
-    CHECK(open_descriptor_count() == fds);
+    check_nothing_left(fds);
 }
 
-TEST_CASE_FIXTURE(descriptors_checked, "A11 EINTR injected on connect, accept, recv and send is retried transparently") {
+TEST_CASE_FIXTURE(descriptors_checked, "EINTR injected on connect, accept, recv and send is retried transparently") {
     reactor r;
     int interrupted[4] = {};
     bool toggle[4] = {};
