@@ -1,5 +1,5 @@
-// libFuzzer target: host and port validation and numeric address parsing (robustness F1,
-// F2). Never resolves or connects: arbitrary hosts must not turn into network traffic.
+// libFuzzer target: host and port validation and numeric address parsing (invalid hosts
+// and ports). Never resolves or connects: arbitrary hosts must not turn into network traffic.
 // Input: 2 bytes of port (big-endian, offset so that negatives and >65535 occur), then the
 // host text, embedded NULs included.
 #include <tisock/detail/address.hpp>
