@@ -4,6 +4,9 @@
 // types.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <coroutine>
@@ -410,6 +413,63 @@ TEST_CASE("spawn starts the task from the run loop, not inside spawn()") {
         CHECK_FALSE(child_seen_inside);
         CHECK(child);
     }
+}
+
+TEST_CASE("spawn of an empty task throws state_error and leaves the reactor without work") {
+    watchdog wd{10s};
+    reactor r;
+    bool flag = false;
+    task<void> t = set_flag(flag);
+    task<void> moved = std::move(t);
+    CHECK_THROWS_AS(tisock::spawn(r, std::move(t)), tisock::state_error);
+    CHECK(r.poll() == 0);
+    CHECK(r.run() == 0);  // nothing counted as work: returns at once
+}
+
+TEST_CASE("a spawned task ends itself: its frame is freed when it finishes, after nested awaits and suspensions") {
+    watchdog wd{10s};
+    reactor r;
+    tracked::reset();
+    struct body {
+        static task<int> inner(reactor& r) {
+            co_await r.sleep_for(1ms);
+            co_return 7;
+        }
+        static task<void> run(reactor& r, int& got) {
+            tracked in_frame;
+            got = co_await inner(r);
+            got += co_await inner(r);
+        }
+    };
+    int got = 0;
+    tisock::spawn(r, body::run(r, got));
+    CHECK(tracked::constructed == 0);  // not started inside spawn()
+    r.run();
+    CHECK(got == 14);
+    CHECK(tracked::constructed == 1);
+    CHECK(tracked::alive() == 0);  // the frame was destroyed at its end
+}
+
+TEST_CASE("an exception escaping a spawned task calls std::terminate") {
+    watchdog wd{10s};
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        reactor r;
+        struct body {
+            static task<void> run() {
+                throw std::runtime_error("escapes");
+                co_return;
+            }
+        };
+        tisock::spawn(r, body::run());
+        r.run();
+        ::_exit(0);  // not reached: terminate aborts
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGABRT);
 }
 
 TEST_CASE("sync_wait: values and exceptions") {

@@ -62,12 +62,14 @@ public:
     void post(F&& f) {
         using handler = detail::posted_handler<std::decay_t<F>>;
         auto* op = new handler(std::decay_t<F>(std::forward<F>(f)));
-        {
-            std::lock_guard lock(post_mutex_);
-            posted_.push(op);
-            posted_count_.fetch_add(1, std::memory_order_relaxed);
-        }
-        if (detail::running_loop != this) backend_.wake();
+        const bool wake = detail::running_loop != this;
+        // The wake-up is written under the lock: once the reactor has taken the handler, the
+        // poster is done with the reactor, so running the handler may destroy it (a resolver
+        // worker's delivery ends a connect, then its reactor) without racing that write.
+        std::lock_guard lock(post_mutex_);
+        posted_.push(op);
+        posted_count_.fetch_add(1, std::memory_order_relaxed);
+        if (wake) backend_.wake();
     }
 
     // co_await r.sleep_for(10ms): resumes the awaiting coroutine after `d` on this reactor.
