@@ -53,7 +53,7 @@ public:
     ~coroutine_op() {
         if (this->status != op_status::idle) this->socket->forget(*this);
     }
-    void await_suspend(std::coroutine_handle<> h) noexcept { this->waiting = h; }
+    void await_suspend(std::coroutine_handle<> h) noexcept { this->resume_when_done(h); }
 
 protected:
     using Op::Op;
@@ -305,7 +305,11 @@ struct callback_op : Op, recycled_allocation {
     callback_op(socket_ref s, Callback cb) : Op(*s.get()), callback(std::move(cb)) {
         static_assert(alignof(callback_op) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
         this->owner = std::move(s);
-        this->discard = [](socket_op* op) { delete static_cast<callback_op*>(op); };
+    }
+
+    // In the function given to finish_with(): the operation is freed when this returns.
+    static std::unique_ptr<callback_op> take(socket_op* o) noexcept {
+        return std::unique_ptr<callback_op>(static_cast<callback_op*>(o));
     }
 
     // Reports through the queue when the operation ended inside the starting call.
@@ -371,11 +375,12 @@ inline void tcp::read(buffer& into, std::size_t offset, std::size_t length, io_c
     using op_type = detail::callback_op<detail::read_op, io_callback>;
     auto op = std::make_unique<op_type>(detail::socket_ref(&impl()), std::move(callback));
     op->into = into.span().subspan(offset, length);
-    op->complete = [](detail::socket_op* o) {
-        std::unique_ptr<op_type> self(static_cast<op_type*>(o));
+    op->finish_with([](detail::socket_op* o, bool run) {
+        auto self = op_type::take(o);
+        if (!run) return;
         io_event e = detail::make_io_event(*self, tcp(self->owner), self->eof);
         self->callback(e);
-    };
+    });
     op_type::start(std::move(op), [](detail::socket_impl& s, detail::read_op& r) { return s.start_read(r); });
 }
 
@@ -389,23 +394,24 @@ inline void tcp::write(buffer data, std::size_t offset, std::size_t length, io_c
     auto op = std::make_unique<op_type>(detail::socket_ref(&impl()), std::move(callback));
     op->owned = std::move(data);
     op->from = std::as_const(op->owned).span().subspan(offset, length);
-    op->complete = [](detail::socket_op* o) {
-        std::unique_ptr<op_type> self(static_cast<op_type*>(o));
+    op->finish_with([](detail::socket_op* o, bool run) {
+        auto self = op_type::take(o);
+        if (!run) return;
         io_event e = detail::make_io_event(*self, tcp(self->owner), false);
         if (self->callback) self->callback(e);
-    };
+    });
     op_type::start(std::move(op), [](detail::socket_impl& s, detail::write_op& w) { return s.start_write(w); });
 }
 
 inline void tcp::shutdown(std::function<void(tcp&, std::error_code)> done) const {
     using op_type = detail::callback_op<detail::shutdown_op, std::function<void(tcp&, std::error_code)>>;
     auto op = std::make_unique<op_type>(detail::socket_ref(&impl()), std::move(done));
-    op->complete = [](detail::socket_op* o) {
-        std::unique_ptr<op_type> self(static_cast<op_type*>(o));
-        if (!self->callback) return;
+    op->finish_with([](detail::socket_op* o, bool run) {
+        auto self = op_type::take(o);
+        if (!run || !self->callback) return;
         tcp source(self->owner);
         self->callback(source, self->ec);
-    };
+    });
     op_type::start(std::move(op), [](detail::socket_impl& s, detail::shutdown_op& o) { return s.start_shutdown(o); });
 }
 

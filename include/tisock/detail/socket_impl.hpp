@@ -233,10 +233,13 @@ public:
         if (accepting_ == &flagged) return;
         flagged.owner = socket_ref(this);  // an armed listener keeps itself alive
         flagged.ec = {};
-        flagged.complete = [](socket_op* op) {
+        flagged.finish_with([](socket_op* op, bool run) {
+            if (!run) {
+                op->owner.reset();
+                return;
+            }
             op->socket->deliver_flagged_accept(static_cast<accept_op*>(op));
-        };
-        flagged.discard = [](socket_op* op) { op->owner.reset(); };
+        });
         begin_accept(&flagged);
     }
 
@@ -1036,7 +1039,7 @@ private:
         auto drop = [](socket_op* op) {
             if (op == nullptr) return;
             op->status = op_status::idle;
-            if (op->discard != nullptr) op->discard(op);
+            op->discard();
         };
         if (reading_ != nullptr) drop(&take_read());
         drop(std::exchange(accepting_, nullptr));
@@ -1097,8 +1100,8 @@ inline void socket_op::run_queued(operation* o, bool run) {
     op->socket->report_left_queue(*op);
     if (run) {
         op->report();
-    } else if (op->discard != nullptr) {
-        op->discard(op);
+    } else {
+        op->discard();
     }
 }
 

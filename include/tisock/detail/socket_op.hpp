@@ -83,23 +83,42 @@ struct socket_op : operation {
     std::size_t bytes = 0;
     op_status status = op_status::idle;
     op_kind kind;
-    std::coroutine_handle<> waiting;               // coroutine style
-    void (*complete)(socket_op* self) = nullptr;  // callback style
-    void (*discard)(socket_op* self) = nullptr;   // callback style
 
     socket_op(op_kind k, socket_impl& s) noexcept : socket(&s), kind(k) { invoke = &run_queued; }
 
+    // Coroutine style: the operation resumes `h` when it reports.
+    void resume_when_done(std::coroutine_handle<> h) noexcept { target_.waiting = h; }
+    // Callback style: finish(op, true) runs the callback and frees the operation;
+    // finish(op, false) frees it without running anything (the reactor is destroyed).
+    using finish_fn = void (*)(socket_op* self, bool run);
+    void finish_with(finish_fn f) noexcept {
+        target_.finish = f;
+        calls_back_ = true;
+    }
+
     // Runs the operation's report: resumes its coroutine or calls its callback.
     void report() {
-        if (complete != nullptr) {
-            complete(this);
+        if (calls_back_) {
+            target_.finish(this, true);
         } else {
-            waiting.resume();
+            target_.waiting.resume();
         }
+    }
+    // The reactor is destroyed: a callback's operation is freed; a coroutine's belongs to
+    // its frame, which its owner destroys.
+    void discard() {
+        if (calls_back_) target_.finish(this, false);
     }
 
 private:
     static void run_queued(operation* o, bool run);  // after socket_impl: it settles the socket's count
+
+    bool calls_back_ = false;
+    union target {
+        std::coroutine_handle<> waiting;
+        finish_fn finish;
+        target() noexcept : finish(nullptr) {}
+    } target_;
 };
 
 struct read_op : socket_op {
