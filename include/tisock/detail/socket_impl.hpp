@@ -277,14 +277,11 @@ public:
     bool start_write(write_op& op) {
         check_can_write("write");
         if (writes_.empty()) {
-            switch (write_now(op)) {
-                case io_result::done: return true;
-                case io_result::failed:
-                    (void)writes_.push(op);
-                    fail_inside_call(op);
-                    return true;
-                case io_result::would_block: break;
+            if (int error = send_some(op.from, op.bytes); error != 0) [[unlikely]] {
+                fail_write_at_once(op, error);
+                return true;
             }
+            if (op.bytes == op.from.size()) return true;
         }
         enqueue_write(op);
         return false;
@@ -813,7 +810,7 @@ private:
         return op.bytes == op.from.size() ? io_result::done : io_result::would_block;
     }
 
-    void enqueue_write(write_op& op) {
+    [[gnu::noinline]] void enqueue_write(write_op& op) {
         make_pending(op);
         if (writes_.push(op)) start_head_write();
     }
@@ -963,6 +960,11 @@ private:
     }
 
     [[gnu::cold, gnu::noinline]] void fail_from_loop(std::error_code ec) { fail(ec); }
+    [[gnu::cold, gnu::noinline]] void fail_write_at_once(write_op& op, int error) {
+        op.ec = errno_code(error);
+        (void)writes_.push(op);  // the socket's failure ends it with the others
+        fail_inside_call(op);
+    }
 
     // An asynchronous failure of a connected or listening socket: state error, descriptor
     // closed, pending operations completed with `ec`, then the error callback.
