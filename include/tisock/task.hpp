@@ -138,7 +138,9 @@ public:
             task_promise_base& p = h.promise();
             if (p.root_.owner != nullptr) {  // spawned: nobody awaits it, it ends itself
                 reactor_access::core(*p.root_.owner).remove_root(&p.root_);
-                if (p.exception_) std::terminate();  // an exception escaped a spawned task
+                // An exception escaped a spawned task: rethrown here, inside a noexcept
+                // function, std::terminate reports it ("terminate called after throwing...").
+                if (p.exception_) std::rethrow_exception(p.exception_);
                 h.destroy();
                 return;
             }
