@@ -179,27 +179,31 @@ public:
         const accept_awaiter* constructed_at_;
     };
 
-    class [[nodiscard]] read_awaiter : public detail::coroutine_op<detail::read_op> {
+    // async_read's two awaiters: one plain, one with its own deadline (and timer).
+    template <class Op>
+    class [[nodiscard]] basic_read_awaiter : public detail::coroutine_op<Op> {
     public:
-        read_awaiter(detail::socket_impl& s, std::span<std::byte> buf) noexcept : coroutine_op(s) { into = buf; }
-        bool await_ready() { return socket->start_read(*this); }
+        bool await_ready() { return this->socket->start_read(*this); }
         std::size_t await_resume() const {
-            throw_if_failed("tisock: read");
-            return bytes;
+            this->throw_if_failed("tisock: read");
+            return this->bytes;
+        }
+
+    protected:
+        template <class... Limit>
+        basic_read_awaiter(detail::socket_impl& s, std::span<std::byte> buf, Limit... limit) noexcept
+            : detail::coroutine_op<Op>(s, limit...) {
+            this->into = buf;
         }
     };
-
-    class [[nodiscard]] timed_read_awaiter : public detail::coroutine_op<detail::timed_read_op> {
+    class read_awaiter : public basic_read_awaiter<detail::read_op> {
+    public:
+        read_awaiter(detail::socket_impl& s, std::span<std::byte> buf) noexcept : basic_read_awaiter(s, buf) {}
+    };
+    class timed_read_awaiter : public basic_read_awaiter<detail::timed_read_op> {
     public:
         timed_read_awaiter(detail::socket_impl& s, std::span<std::byte> buf, std::chrono::milliseconds deadline) noexcept
-            : coroutine_op(s, deadline) {
-            into = buf;
-        }
-        bool await_ready() { return socket->start_read(*this); }
-        std::size_t await_resume() const {
-            throw_if_failed("tisock: read");
-            return bytes;
-        }
+            : basic_read_awaiter(s, buf, deadline) {}
     };
 
     class [[nodiscard]] write_awaiter : public detail::coroutine_op<detail::write_op> {
