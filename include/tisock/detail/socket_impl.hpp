@@ -2,9 +2,12 @@
 //
 // Both faces of the socket drive this file: the callback functions (connect, listen,
 // accept, close, read, write) and the awaitables (async_connect, async_accept, async_read,
-// async_write). An operation is a socket_op; the two styles differ only in what its
-// `complete` function does (resume a coroutine, or call a std::function and free the op).
-// Every assignment of `state_` is in this file.
+// async_write). An operation is a socket_op (socket_op.hpp); the two styles differ only in
+// what its report does (resume a coroutine, or call a std::function and free the op).
+// Every assignment of `state_` is in this file; the mechanics live next to it: the write
+// FIFO (write_queue.hpp), the exact listen queue (accept_queue.hpp) and an outbound
+// connect's addresses (connector.hpp). "An operation's life" below walks one operation
+// from start to report.
 //
 // Rules that shape the code:
 //  - Callbacks never run inside the call that started an operation: anything that
@@ -331,15 +334,19 @@ public:
         finish_all(std::make_error_code(std::errc::operation_canceled));
     }
 
-    // An operation starts waiting: it counts as reactor work and holds its socket alive.
-    void make_pending(socket_op& op) noexcept {
-        op.status = op_status::pending;
-        loop().add_work();
-        hold(op);
-    }
-    void hold(socket_op& op) noexcept {
-        if (!op.owner) op.owner = socket_ref(this);
-    }
+    // ---- An operation's life --------------------------------------------------------------
+    //
+    // start_*() (above) checks the preconditions and either completes the operation at
+    // once (the caller reports it: the coroutine goes on, a callback is queued) or attaches
+    // it to its slot - reading_, accepting_, connect_waiter_, writes_, shutdown_ - with
+    // make_pending(): status pending, one unit of reactor work, its socket held alive.
+    // Readiness, a timer or the resolver then ends it: the slot lets go of it, the work unit
+    // is returned, and it reports with complete_now() from the run loop, or
+    // complete_later() through the ready queue (from inside a user's call, behind another
+    // queued report of the socket, or with an error: finish_pending()). A socket's failure
+    // or close() ends every attached operation at once (finish_all()). forget() detaches
+    // one whose coroutine frame is destroyed; abandon_reactor() drops them all, reporting
+    // nothing, when the reactor goes first.
 
     // Completion from inside a user's call (or behind a queued report): through the ready
     // queue. A read stays the socket's one read until its report has run (a second read
@@ -393,6 +400,34 @@ public:
 private:
     enum class io_result { done, would_block, failed };
 
+    // An operation starts waiting: it counts as reactor work and holds its socket alive.
+    void make_pending(socket_op& op) noexcept {
+        op.status = op_status::pending;
+        loop().add_work();
+        hold(op);
+    }
+    void hold(socket_op& op) noexcept {
+        if (!op.owner) op.owner = socket_ref(this);
+    }
+
+    // Completion from the run loop: runs now - unless a report of this socket is still
+    // queued, which it must not overtake (a socket's reports arrive in the order its
+    // operations finished, even when the ready queue yields to I/O after its budget).
+    void complete_now(socket_op& op) {
+        if (reports_queued_ > 0) {
+            complete_later(op);
+            return;
+        }
+        op.status = op_status::idle;
+        op.report();
+    }
+    // Ends a pending operation with `ec`, through the ready queue.
+    void finish_pending(socket_op& op, std::error_code ec) {
+        loop().remove_work();
+        op.ec = ec;
+        complete_later(op);
+    }
+
     struct waiter : io_waiter {
         socket_impl* self = nullptr;
     };
@@ -445,24 +480,6 @@ private:
         sockaddr_storage s{};
         if (d_ == nullptr || !sys::getsockname(d_->fd, s)) return {std::string(), 0};
         return {format_host(s), format_port(s)};
-    }
-
-    // Completion from the run loop: runs now - unless a report of this socket is still
-    // queued, which it must not overtake (a socket's reports arrive in the order its
-    // operations finished, even when the ready queue yields to I/O after its budget).
-    void complete_now(socket_op& op) {
-        if (reports_queued_ > 0) {
-            complete_later(op);
-            return;
-        }
-        op.status = op_status::idle;
-        op.report();
-    }
-    // Ends a pending operation with `ec`, through the ready queue.
-    void finish_pending(socket_op& op, std::error_code ec) {
-        loop().remove_work();
-        op.ec = ec;
-        complete_later(op);
     }
 
     // ---- descriptors -----------------------------------------------------------------------
