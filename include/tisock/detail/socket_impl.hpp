@@ -280,11 +280,13 @@ public:
     bool start_write(write_op& op) {
         check_can_write("write");
         if (writes_.empty()) {
-            if (int error = send_some(op.from, op.bytes); error != 0) [[unlikely]] {
-                fail_write_at_once(op, error);
-                return true;
+            switch (write_now(op)) {
+                case io_result::done: return true;
+                case io_result::failed:
+                    fail_write_at_once(op);
+                    return true;
+                case io_result::would_block: break;
             }
-            if (op.bytes == op.from.size()) return true;
         }
         enqueue_write(op);
         return false;
@@ -844,8 +846,12 @@ private:
     }
 
     void unlink_write(write_op& op) noexcept {
-        if (!writes_.unlink(op)) return;
-        // It was the head: the next write (if any) starts sending, with its own timeout.
+        if (writes_.unlink(op)) head_write_left();
+    }
+
+    // The head write left the queue (sent, or its owner went away): its timeout ends, and
+    // the next write starts sending with its own, or nothing waits for room anymore.
+    void head_write_left() {
         loop().cancel_timer(&deadline_);
         if (d_ == nullptr) return;
         if (writes_.empty()) {
@@ -912,13 +918,8 @@ private:
                                         return;
                 case io_result::done: break;
             }
-            loop().cancel_timer(&deadline_);
             (void)writes_.pop();
-            if (writes_.empty()) {
-                d_->writer = nullptr;
-            } else {
-                start_head_write();
-            }
+            head_write_left();
             loop().remove_work();
             try {
                 complete_now(*op);  // may close the socket or queue more writes
@@ -977,8 +978,7 @@ private:
     }
 
     [[gnu::cold, gnu::noinline]] void fail_from_loop(std::error_code ec) { fail(ec); }
-    [[gnu::cold, gnu::noinline]] void fail_write_at_once(write_op& op, int error) {
-        op.ec = errno_code(error);
+    [[gnu::cold, gnu::noinline]] void fail_write_at_once(write_op& op) {
         (void)writes_.push(op);  // the socket's failure ends it with the others
         fail_inside_call(op);
     }
