@@ -125,6 +125,34 @@ private:
     resumption* tail_ = nullptr;
 };
 
+// What makes a coroutine a root of a reactor: a member of its root list (counted as work,
+// destroyed with the reactor if unfinished), started from the run loop. A spawned task
+// and sync_wait's wrapper coroutine each hold one.
+struct root_link : reactor_member, operation {
+    reactor* owner = nullptr;  // null until start()
+    std::coroutine_handle<> self;
+
+    void start(reactor& r, std::coroutine_handle<> coroutine) {
+        owner = &r;
+        self = coroutine;
+        abandon = [](reactor_member* m) { static_cast<root_link*>(m)->self.destroy(); };
+        invoke = [](operation* op, bool run) {
+            if (run) static_cast<root_link*>(op)->self.resume();
+        };
+        loop_core& loop = reactor_access::core(r);
+        loop.add_root(this);
+        loop.defer(this);
+    }
+    // The coroutine finished: no longer a root.
+    void finish() noexcept { reactor_access::core(*owner).remove_root(this); }
+    // Never finished (sync_wait leaving early): off the root list and the ready queue.
+    void withdraw() noexcept {
+        loop_core& loop = reactor_access::core(*owner);
+        loop.remove_root(this);
+        loop.cancel_deferred(this);
+    }
+};
+
 // Coroutine frames of tasks and roots come from the per-thread block caches: a server's
 // per-connection frames are reused by the next connection instead of going back to malloc.
 class task_promise_base : public recycled_allocation {
@@ -137,7 +165,7 @@ public:
         void await_suspend(std::coroutine_handle<Promise> h) const noexcept {
             task_promise_base& p = h.promise();
             if (p.root_.owner != nullptr) {  // spawned: nobody awaits it, it ends itself
-                reactor_access::core(*p.root_.owner).remove_root(&p.root_);
+                p.root_.finish();
                 // An exception escaped a spawned task: rethrown here, inside a noexcept
                 // function, std::terminate reports it ("terminate called after throwing...").
                 if (p.exception_) std::rethrow_exception(p.exception_);
@@ -162,17 +190,7 @@ public:
 
     // spawn(): the task becomes a root of `r` (counted as work, destroyed with the reactor
     // if unfinished) and starts from the run loop. It owns itself: no wrapper coroutine.
-    void start_detached(reactor& r, std::coroutine_handle<> self) {
-        root_.owner = &r;
-        root_.self = self;
-        root_.abandon = [](reactor_member* m) { static_cast<root_link*>(m)->self.destroy(); };
-        root_.invoke = [](operation* op, bool run) {
-            if (run) static_cast<root_link*>(op)->self.resume();
-        };
-        loop_core& loop = reactor_access::core(r);
-        loop.add_root(&root_);
-        loop.defer(&root_);
-    }
+    void start_detached(reactor& r, std::coroutine_handle<> self) { root_.start(r, self); }
 
 protected:
     void rethrow_if_failed() const {
@@ -180,15 +198,10 @@ protected:
     }
 
 private:
-    struct root_link : reactor_member, operation {
-        reactor* owner = nullptr;  // set for a spawned task only
-        std::coroutine_handle<> self;
-    };
-
     resumption resumption_;  // queues this task's start, later its awaiter's resumption
     std::coroutine_handle<> continuation_;
     std::exception_ptr exception_;
-    root_link root_;
+    root_link root_;  // started by spawn() only
 };
 
 template <class T>
@@ -310,9 +323,9 @@ inline task<void> task_promise<void>::get_return_object() noexcept {
 // through the task it awaits, every frame below it. (A spawned task is its own root:
 // task_promise_base::start_detached.)
 struct root_coroutine {
-    struct promise_type : reactor_member, operation, recycled_allocation {
-        reactor* owner = nullptr;
-        bool* done_flag = nullptr;  // sync_wait's completion flag, if any
+    struct promise_type : recycled_allocation {
+        root_link root;
+        bool* done_flag = nullptr;  // sync_wait's completion flag
 
         root_coroutine get_return_object() noexcept {
             return root_coroutine{std::coroutine_handle<promise_type>::from_promise(*this)};
@@ -322,8 +335,8 @@ struct root_coroutine {
             bool await_ready() const noexcept { return false; }
             void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
                 promise_type& p = h.promise();
-                reactor_access::core(*p.owner).remove_root(&p);
-                if (p.done_flag != nullptr) *p.done_flag = true;
+                p.root.finish();
+                *p.done_flag = true;
                 h.destroy();
             }
             void await_resume() const noexcept {}
@@ -337,19 +350,8 @@ struct root_coroutine {
 
     // Registers the root with `r` and starts it from the run loop.
     void start_on(reactor& r, bool* done_flag) {
-        promise_type& p = handle.promise();
-        p.owner = &r;
-        p.done_flag = done_flag;
-        p.abandon = [](reactor_member* m) {
-            auto& self = static_cast<promise_type&>(*m);
-            std::coroutine_handle<promise_type>::from_promise(self).destroy();
-        };
-        p.invoke = [](operation* op, bool run) {
-            if (run) std::coroutine_handle<promise_type>::from_promise(static_cast<promise_type&>(*op)).resume();
-        };
-        loop_core& loop = reactor_access::core(r);
-        loop.add_root(&p);
-        loop.defer(&p);
+        handle.promise().done_flag = done_flag;
+        handle.promise().root.start(r, handle);
     }
 };
 
@@ -393,16 +395,16 @@ inline void spawn(reactor& r, task<void> t) {
 // propagates out (it does, as from run()), the task is destroyed before sync_wait leaves.
 template <class T>
 T sync_wait(reactor& r, task<T> t) {
-    detail::loop_core& loop = detail::reactor_access::core(r);
-    if (loop.running_in_this_thread()) throw state_error("tisock::sync_wait called from inside the running reactor");
+    if (detail::reactor_access::core(r).running_in_this_thread()) {
+        throw state_error("tisock::sync_wait called from inside the running reactor");
+    }
     detail::sync_wait_result<T> result;
     bool done = false;
     detail::root_coroutine root = detail::run_for_sync_wait<T>(std::move(t), result);
     root.start_on(r, &done);
     // The root points into this stack frame: it must never outlive the call.
     auto tear_down = [&] {
-        loop.remove_root(&root.handle.promise());
-        loop.cancel_deferred(&root.handle.promise());
+        root.handle.promise().root.withdraw();
         root.handle.destroy();
     };
     try {
