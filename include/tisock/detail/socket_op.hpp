@@ -71,9 +71,9 @@ private:
 enum class op_kind : unsigned char { read, write, connect, accept, shutdown };
 
 // One operation on a socket, in either style. A coroutine's operation lives in its frame
-// and is resumed through `waiting`; a callback's operation is allocated per call and ends
-// through `complete` (run the callback, free the operation) or `discard` (the reactor is
-// destroyed: free it, run nothing).
+// and report() resumes the coroutine; a callback's operation is allocated per call, and
+// its finish function runs the callback and frees it (report()), or only frees it when
+// the reactor is destroyed first (discard()).
 struct socket_op : operation {
     socket_impl* socket;  // the socket it runs on
     // Keeps the socket alive while the operation is pending or its report is queued (set
