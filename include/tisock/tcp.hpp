@@ -126,6 +126,12 @@ public:
         ec.clear();
     }
     void shutdown(std::function<void(tcp&, std::error_code)> done = {}) const;
+    // Ends every pending operation of the socket with operation_canceled (API.md v3
+    // "Cancellation": a read or accept loses nothing, a half-sent write resets the
+    // connection, a connect in flight closes the socket; a flagged accept() is unflagged).
+    // Reactor thread only; with nothing pending, an empty handle or the reactor gone, it
+    // does nothing. The reports run from the run loop, never inside this call.
+    void cancel() const noexcept;
 
     // ---- Ti.IOStream (callback style) ------------------------------------------------------
     bool is_readable() const noexcept { return state() == tisock::state::connected; }
@@ -405,6 +411,10 @@ inline void tcp::write(buffer data, std::size_t offset, std::size_t length, io_c
         if (self->callback) self->callback(e);
     });
     op_type::start(std::move(op), [](detail::socket_impl& s, detail::write_op& w) { return s.start_write(w); });
+}
+
+inline void tcp::cancel() const noexcept {
+    if (impl_) impl_->cancel_all();
 }
 
 inline void tcp::shutdown(std::function<void(tcp&, std::error_code)> done) const {

@@ -351,21 +351,23 @@ public:
     // nothing, when the reactor goes first.
 
     // Completion from inside a user's call (or behind a queued report): through the ready
-    // queue. A read stays the socket's one read until its report has run (a second read
-    // before then could deliver later bytes first).
+    // queue. A read that obtained something stays the socket's one read until its report
+    // has run (a second read before then could deliver later bytes first); one that ended
+    // with an error obtained nothing (cancelled, timed out, or the socket failed).
     void complete_later(socket_op& op) {
         hold(op);
         op.status = op_status::queued;
         ++reports_queued_;
-        if (op.kind == op_kind::read) read_report_queued_ = true;
+        if (holds_read_order(op)) read_report_queued_ = true;
         loop().defer(&op);
     }
     // A queued report runs, or is dropped without running.
     void report_left_queue(socket_op& op) noexcept {
         op.status = op_status::idle;
         --reports_queued_;
-        if (op.kind == op_kind::read) read_report_queued_ = false;
+        if (holds_read_order(op)) read_report_queued_ = false;
     }
+    static bool holds_read_order(const socket_op& op) noexcept { return op.kind == op_kind::read && !op.ec; }
 
     // A pending operation whose owner goes away (its coroutine frame is destroyed).
     void forget(socket_op& op) noexcept {
@@ -378,20 +380,76 @@ public:
         op.status = op_status::idle;
         if (reactor_ == nullptr) return;
         loop().remove_work();
+        if (&op == connect_waiter_) loop().add_work();  // the connect goes on without its waiter
+        detach(op);
+    }
+
+    // ---- Cancellation (API.md v3) ----------------------------------------------------------
+    //
+    // A cancelled operation ends with operation_canceled, reported through the queue (never
+    // inside the call that cancels), and leaves the socket as API.md says: a read or an
+    // accept has consumed nothing (this model makes the system call only when it completes
+    // the operation), a write none of whose bytes were sent and a shutdown are withdrawn, a
+    // connect in flight is closed, and a write cancelled half-sent fails the socket with a
+    // reset, since the byte stream can no longer be framed.
+
+    // tcp::cancel(): every pending operation of the socket.
+    void cancel_all() {
+        if (reactor_ == nullptr) return;
+        socket_ref keep(this);
+        if (connecting_) {
+            close();
+            return;
+        }
+        if (write_op* head = writes_.front(); head != nullptr && head->bytes > 0) {
+            abort_half_sent_write(*head);
+            return;
+        }
+        if (reading_ != nullptr) cancel(*reading_);
+        if (accepting_ != nullptr) cancel(*accepting_);
+        if (shutdown_ != nullptr) cancel(*shutdown_);  // first: withdrawing the writes would start it
+        while (write_op* w = writes_.front()) cancel(*w);
+    }
+
+    // One pending operation (its task was stopped); nothing if it is not pending.
+    void cancel(socket_op& op) {
+        if (op.status != op_status::pending || reactor_ == nullptr) return;
+        socket_ref keep(this);
+        if (&op == connect_waiter_) {
+            close();  // ends the waiter with operation_canceled
+            return;
+        }
+        if (op.kind == op_kind::write && &op == writes_.front() && op.bytes > 0) {
+            abort_half_sent_write(static_cast<write_op&>(op));
+            return;
+        }
+        if (&op == shutdown_) shutdown_requested_ = false;  // the sending side stays open
+        detach(op);
+        if (listener_ != nullptr && &op == &listener_->flagged_accept) {
+            unflag_accept();  // the callback style: accepted() is simply not called
+            return;
+        }
+        finish_pending(op, std::make_error_code(std::errc::operation_canceled));
+    }
+
+private:
+    enum class io_result { done, would_block, failed };
+
+    // Takes a pending operation out of its slot. Status, work and report are the caller's.
+    void detach(socket_op& op) noexcept {
         if (&op == reading_) {
             (void)take_read();
         } else if (&op == accepting_) {
             accepting_ = nullptr;
         } else if (&op == connect_waiter_) {
             connect_waiter_ = nullptr;
-            loop().add_work();  // the connect goes on without its waiter
         } else if (&op == shutdown_) {
             shutdown_ = nullptr;
         } else {
             unlink_write(static_cast<write_op&>(op));
             if (writes_.empty() && shutdown_ != nullptr && d_ != nullptr) {
                 // Nothing is queued ahead of the shutdown anymore: it happens now, and
-                // reports from the run loop (this runs inside the owner's destructor).
+                // reports from the run loop (this may run inside the owner's destructor).
                 shutdown_op* s = std::exchange(shutdown_, nullptr);
                 shut_down_sending(*s);
                 finish_pending(*s, s->ec);
@@ -399,8 +457,22 @@ public:
         }
     }
 
-private:
-    enum class io_result { done, would_block, failed };
+    // The flagged accept leaves its slot without a report (detached already).
+    void unflag_accept() noexcept {
+        accept_op& op = listener_->flagged_accept;
+        loop().remove_work();
+        op.status = op_status::idle;
+        op.owner.reset();  // may not be the last reference: callers hold one
+    }
+
+    // A write cancelled after part of it was sent: it reports operation_canceled, and the
+    // socket fails with a reset; every other operation ends with connection_aborted.
+    [[gnu::cold, gnu::noinline]] void abort_half_sent_write(write_op& op) {
+        detach(op);
+        finish_pending(op, std::make_error_code(std::errc::operation_canceled));
+        sys::reset_on_close(d_->fd);
+        fail(std::make_error_code(std::errc::connection_aborted));
+    }
 
     // An operation starts waiting: it counts as reactor work and holds its socket alive.
     void make_pending(socket_op& op) noexcept {
@@ -1005,10 +1077,7 @@ private:
         if (accepting_ != nullptr) {
             accept_op* op = std::exchange(accepting_, nullptr);
             if (op == &listener_->flagged_accept) {
-                // The callback style has no channel for this: accepted() is simply not called.
-                loop().remove_work();
-                op->status = op_status::idle;
-                op->owner.reset();  // may not be the last reference: `keep` holds one
+                unflag_accept();  // the callback style has no channel for this
             } else {
                 finish_pending(*op, ec);
             }

@@ -227,12 +227,17 @@ inline int socket_error(int fd) noexcept {
     return err;
 }
 
-// Abortive close: SO_LINGER {1, 0} makes close() send a reset instead of a FIN.
-inline void close_with_reset(int fd) noexcept {
+// SO_LINGER {1, 0}: the descriptor's close() will send a reset instead of a FIN.
+inline void reset_on_close(int fd) noexcept {
     linger l{};
     l.l_onoff = 1;
     l.l_linger = 0;
     (void)sys::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+}
+
+// Abortive close.
+inline void close_with_reset(int fd) noexcept {
+    reset_on_close(fd);
     (void)sys::close(fd);
 }
 

@@ -1,0 +1,382 @@
+// tcp::cancel() (API.md v3 "Cancellation"): every pending operation of a socket ends with
+// operation_canceled, exactly once, reported from the run loop, and leaves the socket as
+// the contract says - a read or an accept loses nothing, a write none of whose bytes were
+// sent and a shutdown are withdrawn, a half-sent write resets the connection, a connect in
+// flight closes the socket. Both styles, 127.0.0.1 and ::1, real loopback sockets.
+#include <doctest/doctest.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "support.hpp"
+
+using namespace tisock_test;
+using tisock::io_event;
+using tisock::state;
+using tisock::tcp;
+
+namespace {
+
+const std::error_code canceled = std::make_error_code(std::errc::operation_canceled);
+
+// A callback operation's reports, counted.
+struct io_log {
+    int count = 0;
+    io_event last{tcp(), 0, true, {}, {}};
+    tisock::io_callback callback() {
+        return [this](const io_event& e) {
+            ++count;
+            last = e;
+        };
+    }
+};
+
+// Fills the client's send buffer until the kernel takes nothing more (the peer does not
+// read): the next write waits with none of its bytes sent. Returns the bytes accepted.
+std::size_t fill_send_buffer(const tcp& s) {
+    const std::string chunk(64 * 1024, 'f');
+    std::size_t total = 0;
+    for (;;) {
+        std::size_t n = s.try_write(bytes_of(chunk));
+        total += n;
+        if (n == 0) return total;
+    }
+}
+
+// Reads `n` bytes on `s` with callback reads, bounded.
+std::string read_exactly(tisock::reactor& r, const tcp& s, std::size_t n) {
+    std::string got;
+    tisock::buffer b(4096);
+    bool failed = false;
+    std::function<void()> next = [&] {
+        s.read(b, [&](const io_event& e) {
+            if (!e.success || e.bytes_processed <= 0) {
+                failed = true;
+                return;
+            }
+            got += b.clone(0, std::size_t(e.bytes_processed)).to_string();
+            if (got.size() < n) next();
+        });
+    };
+    next();
+    REQUIRE(run_until(r, [&] { return failed || got.size() >= n; }));
+    REQUIRE_FALSE(failed);
+    return got;
+}
+
+}  // namespace
+
+TEST_CASE_FIXTURE(socket_test, "cancel() ends a pending read; the bytes that come later go to the next read") {
+    TISOCK_LOOPBACK_HOSTS_AND_STYLES(host, coroutine_style);
+
+    error_log errors;
+    socket_trio t = connect_trio(r, host, {.error = errors.callback()});
+    io_log reads;
+    outcome o;
+    std::byte buf[64];
+    if (coroutine_style) {
+        start(r, [](tcp c, std::span<std::byte> b) -> tisock::task<void> { (void)co_await c.async_read(b); }(t.client, buf), o);
+    } else {
+        tisock::buffer b(64);
+        t.client.read(b, reads.callback());
+        run_for_at_least(r, 20ms);
+        t.client.cancel();
+        CHECK(reads.count == 0);  // never inside cancel()
+        REQUIRE(run_until(r, [&] { return reads.count > 0; }));
+    }
+    if (coroutine_style) {
+        run_for_at_least(r, 20ms);
+        REQUIRE_FALSE(o.done);
+        t.client.cancel();
+        CHECK_FALSE(o.done);
+        REQUIRE(run_until(r, [&] { return o.done; }));
+        CHECK(o.code() == canceled);
+    } else {
+        CHECK_FALSE(reads.last.success);
+        CHECK(reads.last.code == canceled);
+        CHECK(reads.last.bytes_processed == -1);
+    }
+    run_for_at_least(r, 20ms);
+    CHECK(reads.count == (coroutine_style ? 0 : 1));
+    CHECK(t.client.state() == state::connected);
+    CHECK(errors.count == 0);
+
+    // Nothing was consumed: what the peer sends now is read in full by the next read.
+    t.inbound.write(tisock::buffer::from_string("after the cancel"), {});
+    CHECK(read_exactly(r, t.client, 16) == "after the cancel");
+    t.close_all();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE_FIXTURE(socket_test, "cancel() of a read whose bytes are already in the kernel loses none of them") {
+    TISOCK_LOOPBACK_HOSTS(host);
+
+    socket_trio t = connect_trio(r, host);
+    outcome o;
+    std::byte buf[64];
+    start(r, [](tcp c, std::span<std::byte> b) -> tisock::task<void> { (void)co_await c.async_read(b); }(t.client, buf), o);
+    run_for_at_least(r, 20ms);
+    // The bytes arrive and the read is cancelled before the reactor looks at the socket.
+    const int fd = t.inbound.native_handle();
+    REQUIRE(::send(fd, "0123456789", 10, MSG_NOSIGNAL) == 10);
+    t.client.cancel();
+    REQUIRE(run_until(r, [&] { return o.done; }));
+    CHECK(o.code() == canceled);
+    CHECK(read_exactly(r, t.client, 10) == "0123456789");
+    t.close_all();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE_FIXTURE(socket_test, "cancel() of a read with a deadline removes its timer") {
+    TISOCK_LOOPBACK_HOSTS(host);
+
+    socket_trio t = connect_trio(r, host);
+    outcome o;
+    std::byte buf[8];
+    start(r, [](tcp c, std::span<std::byte> b) -> tisock::task<void> {
+        (void)co_await c.async_read(b, std::chrono::milliseconds(60'000));
+    }(t.client, buf), o);
+    run_for_at_least(r, 20ms);
+    t.client.cancel();
+    REQUIRE(run_until(r, [&] { return o.done; }));
+    CHECK(o.code() == canceled);
+    t.close_all();
+    check_nothing_left(r, fds);  // idle: the 60 s deadline is gone
+}
+
+TEST_CASE_FIXTURE(socket_test, "cancel() ends a pending accept; the listener keeps listening and loses no connection") {
+    TISOCK_LOOPBACK_HOSTS(host);
+
+    tcp listener = make_listener(r, host);
+    outcome o;
+    start(r, [](tcp l) -> tisock::task<void> { (void)co_await l.async_accept(); }(listener), o);
+    run_for_at_least(r, 20ms);
+    listener.cancel();
+    REQUIRE(run_until(r, [&] { return o.done; }));
+    CHECK(o.code() == canceled);
+    CHECK(listener.state() == state::listening);
+
+    raw_peer peer = raw_peer::connect(host, listener.port());
+    REQUIRE(peer.is_open());
+    std::optional<tcp> accepted;
+    outcome second;
+    start(r, [](tcp l, std::optional<tcp>& out) -> tisock::task<void> { out = co_await l.async_accept(); }(listener, accepted),
+          second);
+    REQUIRE(run_until(r, [&] { return second.done; }));
+    REQUIRE(accepted.has_value());
+    CHECK(accepted->state() == state::connected);
+    accepted->close();
+    peer.close();
+    listener.close();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE_FIXTURE(socket_test, "cancel() unflags accept(): accepted() is not called until accept() again") {
+    TISOCK_LOOPBACK_HOSTS(host);
+
+    tcp listener = make_listener(r, host);
+    std::vector<tcp> accepted;
+    listener.set_accepted([&](tcp&, tcp in) { accepted.push_back(in); });
+    listener.accept();
+    listener.cancel();
+    raw_peer peer = raw_peer::connect(host, listener.port());
+    REQUIRE(peer.is_open());
+    run_for_at_least(r, 50ms);
+    CHECK(accepted.empty());
+    listener.accept();  // the connection waited in the listener's queue
+    REQUIRE(run_until(r, [&] { return !accepted.empty(); }));
+    CHECK(accepted.size() == 1);
+    for (tcp& a : accepted) a.close();
+    peer.close();
+    listener.close();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE_FIXTURE(socket_test, "cancel() withdraws a write none of whose bytes were sent, and a shutdown behind it") {
+    TISOCK_LOOPBACK_HOSTS_AND_STYLES(host, coroutine_style);
+
+    error_log errors;
+    socket_trio t = connect_trio(r, host, {.error = errors.callback()});
+    const std::size_t filled = fill_send_buffer(t.client);
+    REQUIRE(filled > 0);
+    io_log writes;
+    int shutdowns = 0;
+    std::error_code shutdown_code;
+    outcome o;
+    const std::string withdrawn(1000, 'w');
+    if (coroutine_style) {
+        start(r, [](tcp c, std::string_view data) -> tisock::task<void> { (void)co_await c.async_write(bytes_of(data)); }(
+                     t.client, withdrawn),
+              o);
+        r.run_one();  // the task starts, and its write waits
+    } else {
+        t.client.write(tisock::buffer::from_string(withdrawn), writes.callback());
+    }
+    t.client.shutdown([&](tcp&, std::error_code ec) {
+        ++shutdowns;
+        shutdown_code = ec;
+    });
+    run_for_at_least(r, 20ms);
+    t.client.cancel();
+    REQUIRE(run_until(r, [&] { return (coroutine_style ? o.done : writes.count > 0) && shutdowns > 0; }));
+    run_for_at_least(r, 20ms);
+    if (coroutine_style) {
+        CHECK(o.code() == canceled);
+    } else {
+        CHECK(writes.count == 1);
+        CHECK(writes.last.code == canceled);
+    }
+    CHECK(shutdowns == 1);
+    CHECK(shutdown_code == canceled);
+    CHECK(t.client.state() == state::connected);
+    CHECK(errors.count == 0);
+
+    // The sending side is still open, and the withdrawn bytes never reach the peer: it
+    // reads exactly what try_write handed over, then what is written now.
+    t.client.write(tisock::buffer::from_string("tail"), {});
+    const std::string got = read_exactly(r, t.inbound, filled + 4);
+    CHECK(got.size() == filled + 4);
+    CHECK(got.substr(filled) == "tail");
+    CHECK(got.find('w') == std::string::npos);
+    t.close_all();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE_FIXTURE(socket_test, "cancel() of a half-sent write resets the connection and aborts the others") {
+    TISOCK_LOOPBACK_HOSTS_AND_STYLES(host, coroutine_style);
+
+    error_log errors;
+    socket_trio t = connect_trio(r, host, {.error = errors.callback()});
+    io_log first, second;
+    outcome o;
+    const std::string big(8u << 20, 'b');  // far more than the socket buffers hold
+    if (coroutine_style) {
+        start(r, [](tcp c, std::string_view data) -> tisock::task<void> { (void)co_await c.async_write(bytes_of(data)); }(
+                     t.client, big),
+              o);
+        r.run_one();  // the task starts, and its write waits half-sent
+    } else {
+        t.client.write(tisock::buffer::from_string(big), first.callback());
+    }
+    t.client.write(tisock::buffer::from_string("queued"), second.callback());
+    run_for_at_least(r, 20ms);
+    t.client.cancel();
+    CHECK(errors.count == 0);  // never inside cancel()
+    REQUIRE(run_until(r, [&] { return (coroutine_style ? o.done : first.count > 0) && second.count > 0 && errors.count > 0; }));
+    run_for_at_least(r, 20ms);
+    if (coroutine_style) {
+        CHECK(o.code() == canceled);
+    } else {
+        CHECK(first.count == 1);
+        CHECK(first.last.code == canceled);
+    }
+    CHECK(second.count == 1);
+    CHECK(second.last.code == std::errc::connection_aborted);
+    CHECK(errors.count == 1);
+    CHECK(errors.code == std::errc::connection_aborted);
+    CHECK(t.client.state() == state::error);
+
+    // The peer sees a reset, not an orderly end of stream.
+    std::string received;
+    tisock::buffer b(65536);
+    bool ended = false;
+    std::error_code end_code;
+    std::function<void()> next = [&] {
+        t.inbound.read(b, [&](const io_event& e) {
+            if (e.success && e.bytes_processed > 0) {
+                received += std::string(std::size_t(e.bytes_processed), 'x');
+                next();
+                return;
+            }
+            ended = true;
+            end_code = e.code;
+        });
+    };
+    next();
+    REQUIRE(run_until(r, [&] { return ended; }));
+    CHECK(end_code == std::errc::connection_reset);
+    CHECK(received.size() < big.size());
+    t.close_all();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE_FIXTURE(socket_test, "cancel() of a connect in flight closes the socket without callbacks") {
+    TISOCK_LOOPBACK_HOSTS_AND_STYLES(host, coroutine_style);
+
+    tcp listener = make_listener(r, host);
+    error_log errors;
+    int connected = 0;
+    // "localhost" goes through the resolver: the connect is in flight when cancel() runs.
+    tcp client(r, {.host = "localhost", .port = listener.port(), .connected = [&](tcp&) { ++connected; },
+                   .error = errors.callback()});
+    outcome o;
+    if (coroutine_style) {
+        start(r, [](tcp c) -> tisock::task<void> { co_await c.async_connect(); }(client), o);
+        r.run_one();  // the task starts, and its connect waits for the resolver
+    } else {
+        client.connect();
+    }
+    REQUIRE(client.is_connecting());
+    client.cancel();
+    CHECK(client.state() == state::closed);
+    CHECK_FALSE(client.is_connecting());
+    if (coroutine_style) {
+        REQUIRE(run_until(r, [&] { return o.done; }));
+        CHECK(o.code() == canceled);
+    }
+    run_for_at_least(r, 50ms);
+    CHECK(connected == 0);
+    CHECK(errors.count == 0);
+    listener.close();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE_FIXTURE(socket_test, "cancel() with nothing pending, on an empty handle, or after the reactor is gone does nothing") {
+    TISOCK_LOOPBACK_HOSTS(host);
+
+    socket_trio t = connect_trio(r, host);
+    t.client.cancel();
+    CHECK(t.client.state() == state::connected);
+    tcp().cancel();
+    t.client.write(tisock::buffer::from_string("still fine"), {});
+    CHECK(read_exactly(r, t.inbound, 10) == "still fine");
+    t.close_all();
+    check_nothing_left(r, fds);
+
+    std::optional<tisock::reactor> gone(std::in_place);
+    tcp orphan(*gone, {.host = host, .port = 9});
+    gone.reset();
+    orphan.cancel();
+    CHECK(orphan.state() == state::closed);
+}
+
+TEST_CASE_FIXTURE(socket_test, "a callback that cancels its own socket's next read and restarts it") {
+    TISOCK_LOOPBACK_HOSTS(host);
+
+    // Orderings: a read started and cancelled inside a callback, then started again; the
+    // bytes already sent arrive once, in order, at the read that stays.
+    socket_trio t = connect_trio(r, host);
+    tisock::buffer b(64);
+    io_log cancelled;
+    std::string got;
+    t.client.read(b, [&](const io_event& e) {
+        REQUIRE(e.success);
+        got += b.clone(0, std::size_t(e.bytes_processed)).to_string();
+        tisock::buffer& again = b;
+        t.client.read(again, cancelled.callback());
+        t.client.cancel();
+        t.client.read(again, [&](const io_event& e2) {
+            REQUIRE(e2.success);
+            got += again.clone(0, std::size_t(e2.bytes_processed)).to_string();
+        });
+    });
+    REQUIRE(::send(t.inbound.native_handle(), "first", 5, MSG_NOSIGNAL) == 5);
+    REQUIRE(run_until(r, [&] { return got.size() >= 5 && cancelled.count == 1; }));
+    REQUIRE(::send(t.inbound.native_handle(), "second", 6, MSG_NOSIGNAL) == 6);
+    REQUIRE(run_until(r, [&] { return got.size() >= 11; }));
+    CHECK(got == "firstsecond");
+    CHECK(cancelled.last.code == canceled);
+    t.close_all();
+    check_nothing_left(r, fds);
+}
