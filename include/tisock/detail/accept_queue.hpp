@@ -38,6 +38,9 @@ public:
         pending_.push_back(c);
     }
 
+    // A connection taken by an accept that was cancelled before it reported: first again.
+    void push_front(const pending_connection& c) { pending_.push_front(c); }
+
     // The oldest connection (the queue must not be empty).
     pending_connection pop() noexcept {
         pending_connection c = pending_.front();

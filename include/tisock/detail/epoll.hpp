@@ -63,6 +63,13 @@ public:
     // skips EPOLL_CTL_DEL on close for the same reason.
     void deregister_descriptor(descriptor_state&) noexcept {}
 
+    // For a descriptor that stays open (handed back to a listener's queue, or to the caller):
+    // it must leave the epoll set, or its events would reach a recycled descriptor_state.
+    void remove_descriptor(descriptor_state& d) noexcept {
+        (void)sys::invoke(sys::call::poller_ctl, 0, true,
+                          [&](std::size_t) -> long { return ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, d.fd, nullptr); });
+    }
+
     // Thread-safe: makes a blocked wait() return.
     void wake() noexcept {
         std::uint64_t one = 1;

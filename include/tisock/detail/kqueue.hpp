@@ -86,6 +86,16 @@ public:
     // (fd == -1). An EV_DELETE here would cost two system calls per socket.
     void deregister_descriptor(descriptor_state&) noexcept {}
 
+    // For a descriptor that stays open (handed back to a listener's queue, or to the caller):
+    // its filters must go, or their events would reach a recycled descriptor_state.
+    void remove_descriptor(descriptor_state& d) noexcept {
+        struct kevent changes[2] = {
+            change(std::uintptr_t(d.fd), EVFILT_READ, EV_DELETE, 0, nullptr),
+            change(std::uintptr_t(d.fd), EVFILT_WRITE, EV_DELETE, 0, nullptr),
+        };
+        (void)apply(sys::call::poller_ctl, changes, 2);
+    }
+
     // Thread-safe: makes a blocked wait() return. kevent() may be called from any thread.
     void wake() noexcept {
 #if defined(EVFILT_USER)

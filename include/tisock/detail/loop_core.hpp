@@ -143,10 +143,14 @@ public:
     void close_descriptor(descriptor_state* d) noexcept {
         backend_.deregister_descriptor(*d);
         (void)sys::close(d->fd);
-        d->fd = -1;
-        d->reader = d->writer = nullptr;
-        d->next = retired_descriptors_;
-        retired_descriptors_ = d;
+        retire(d);
+    }
+    // Takes the descriptor out of the backend, open, and retires its state; returns it.
+    int release_descriptor(descriptor_state* d) noexcept {
+        const int fd = d->fd;
+        backend_.remove_descriptor(*d);
+        retire(d);
+        return fd;
     }
 
     void add_member(reactor_member* m) noexcept { members_.push(m); }
@@ -177,6 +181,13 @@ protected:
         destroy_queue(ready_);
         timers_.clear();
         for (detail::descriptor_state* d : descriptor_pool_) delete d;
+    }
+
+    void retire(descriptor_state* d) noexcept {
+        d->fd = -1;
+        d->reader = d->writer = nullptr;
+        d->next = retired_descriptors_;
+        retired_descriptors_ = d;
     }
 
     static void destroy_queue(op_queue& q) {

@@ -18,6 +18,7 @@
 //    callback may close its socket or drop the last handle to it.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <coroutine>
@@ -266,6 +267,10 @@ public:
         check_can_read();
         // (An operation is started once, freshly built: its result fields are already clear.)
         if (op.into.empty()) [[unlikely]] return true;
+        if (kept_ != nullptr) [[unlikely]] {
+            read_kept(op);
+            return true;
+        }
         if (d_->read_ready && read_at_once(op)) return true;
         reading_ = &op;
         make_pending(op);
@@ -432,8 +437,69 @@ public:
         finish_pending(op, std::make_error_code(std::errc::operation_canceled));
     }
 
+    // An operation that finished, its report still queued, is cancelled (a combinator
+    // stopped its task in between). What a read or an accept obtained goes back - the bytes
+    // or end of stream to the socket's next reads, the connection to the front of the
+    // listener's queue - and it reports operation_canceled: nothing is lost. Other kinds
+    // keep their outcome (a write whose bytes were all sent succeeded).
+    void cancel_finished(socket_op& op) {
+        if (op.status != op_status::queued || op.ec || reactor_ == nullptr) return;
+        if (op.kind == op_kind::read) {
+            auto& r = static_cast<read_op&>(op);
+            keep_unreported(std::span<const std::byte>(r.into.first(r.bytes)), r.eof);
+            read_report_queued_ = false;  // the kept bytes keep the order now
+            r.bytes = 0;
+            r.eof = false;
+        } else if (op.kind == op_kind::accept && state_ == state::listening) {
+            return_connection(static_cast<accept_op&>(op));
+        } else {
+            return;
+        }
+        op.ec = std::make_error_code(std::errc::operation_canceled);
+    }
+
 private:
     enum class io_result { done, would_block, failed };
+
+    // Bytes (or the end of stream) that a cancelled read obtained and did not report: the
+    // socket's next reads, in either style, deliver them before anything newer.
+    struct kept_input {
+        std::vector<std::byte> bytes;
+        std::size_t taken = 0;
+        bool eof = false;
+    };
+    void keep_unreported(std::span<const std::byte> bytes, bool eof) {
+        if (bytes.empty() && !eof) return;
+        // Only a read that waited is converted, and a read that waits found nothing kept.
+        kept_ = std::make_unique<kept_input>(kept_input{{bytes.begin(), bytes.end()}, 0, eof});
+    }
+    [[gnu::cold, gnu::noinline]] void read_kept(read_op& op) noexcept {
+        kept_input& k = *kept_;
+        const std::size_t n = std::min(op.into.size(), k.bytes.size() - k.taken);
+        std::copy_n(k.bytes.begin() + std::ptrdiff_t(k.taken), n, op.into.begin());
+        k.taken += n;
+        op.bytes = n;
+        op.eof = n == 0 && k.eof;
+        if (k.taken == k.bytes.size() && (n == 0 || !k.eof)) kept_.reset();
+    }
+
+    // An accepted connection goes back to the front of the listener's queue: the socket
+    // made for it lets go of its descriptor, which leaves the poller open.
+    void return_connection(accept_op& op) {
+        socket_ref in = std::move(op.inbound);
+        if (!in || in->d_ == nullptr) return;
+        pending_connection c;
+        c.peer = in->peer_address();
+        c.fd = loop().release_descriptor(std::exchange(in->d_, nullptr));
+        in->state_ = state::closed;
+        listener_->pending.push_front(c);
+    }
+    sockaddr_storage peer_address() const noexcept {
+        if (unformatted_peer_.family != AF_UNSPEC) return unformatted_peer_.storage();
+        sockaddr_storage s{};
+        if (d_ != nullptr) (void)sys::getpeername(d_->fd, s);
+        return s;
+    }
 
     // Takes a pending operation out of its slot. Status, work and report are the caller's.
     void detach(socket_op& op) noexcept {
@@ -570,6 +636,7 @@ private:
     }
 
     void release_descriptor() noexcept {
+        kept_.reset();  // bytes a cancelled read kept belong to this connection
         if (d_ == nullptr) return;
         loop().close_descriptor(d_);
         d_ = nullptr;
@@ -1156,6 +1223,7 @@ private:
     socket_timer deadline_;  // connect timeout, or the timeout of the head write
 
     read_op* reading_ = nullptr;
+    std::unique_ptr<kept_input> kept_;  // from a cancelled read; usually none
     bool read_report_queued_ = false;  // a finished read whose report has not run yet
     std::uint32_t reports_queued_ = 0;  // this socket's operations finished, not reported yet
     accept_op* accepting_ = nullptr;  // accept() and async_accept() share this slot
