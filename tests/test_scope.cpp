@@ -93,21 +93,6 @@ task<int> throws_after(reactor& r, std::chrono::nanoseconds d, const char* what)
     throw test_error(what);
 }
 
-// Runs `body` in a child process; returns its wait status (to test std::terminate).
-template <class Body>
-int in_child_process(Body body) {
-    const pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-        std::signal(SIGABRT, SIG_DFL);  // doctest's crash handler would turn the abort into an exit
-        body();
-        ::_exit(0);
-    }
-    int status = 0;
-    REQUIRE(::waitpid(child, &status, 0) == child);
-    return status;
-}
-
 }  // namespace
 
 // ---- the stop scope itself ---------------------------------------------------------------
@@ -381,39 +366,32 @@ TEST_CASE("quiet cancellation: operation_canceled escaping a spawned task whose 
     CHECK(tracked::alive() == 0);
 }
 
+namespace {
+// Spawns, in a child process, a task that throws std::system_error(`code`) under a token
+// (stopped first if `stop`); returns whether the process was killed by a signal (terminate).
+bool spawned_throw_terminates(std::errc code, bool stop) {
+    int status = tisock_test::in_child_process([&] {
+        reactor r;
+        std::stop_source src;
+        if (stop) src.request_stop();
+        struct body {
+            static task<void> run(std::errc c) {
+                throw std::system_error(std::make_error_code(c));
+                co_return;
+            }
+        };
+        tisock::spawn(r, body::run(code), src.get_token());
+        r.run();
+    });
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+}  // namespace
+
 TEST_CASE("every other exception escaping a spawned task still calls std::terminate") {
     watchdog wd{20s};
-    SUBCASE("operation_canceled with a token that was not stopped") {
-        int status = in_child_process([] {
-            reactor r;
-            std::stop_source src;
-            struct body {
-                static task<void> run() {
-                    throw std::system_error(std::make_error_code(std::errc::operation_canceled));
-                    co_return;
-                }
-            };
-            tisock::spawn(r, body::run(), src.get_token());
-            r.run();
-        });
-        CHECK(WIFSIGNALED(status));
-    }
-    SUBCASE("another error with a stopped token") {
-        int status = in_child_process([] {
-            reactor r;
-            std::stop_source src;
-            src.request_stop();
-            struct body {
-                static task<void> run() {
-                    throw std::system_error(std::make_error_code(std::errc::timed_out));
-                    co_return;
-                }
-            };
-            tisock::spawn(r, body::run(), src.get_token());
-            r.run();
-        });
-        CHECK(WIFSIGNALED(status));
-    }
+    CHECK(spawned_throw_terminates(std::errc::operation_canceled, false));  // a token not stopped
+    CHECK(spawned_throw_terminates(std::errc::timed_out, true));            // another error
+    CHECK_FALSE(spawned_throw_terminates(std::errc::operation_canceled, true));
 }
 
 // ---- sync_wait of any awaitable ----------------------------------------------------------

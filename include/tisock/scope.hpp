@@ -69,25 +69,34 @@ class children;
 template <class K>
 using value_of = stored_t<await_result_t<std::remove_reference_t<K>&>>;
 
+// The promise of the coroutines the combinators and task_group run their children in: lazy,
+// keeps the exception, and reports its end through Promise::on_end(handle), from its final
+// suspension (where it may be destroyed).
+template <class Promise>
+struct child_promise_base : recycled_allocation, scoped_promise {
+    std::exception_ptr error;
+
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+    struct final_awaiter {
+        bool await_ready() const noexcept { return false; }
+        void await_suspend(std::coroutine_handle<Promise> h) const noexcept { Promise::on_end(h); }
+        void await_resume() const noexcept {}
+    };
+    final_awaiter final_suspend() const noexcept { return {}; }
+    void return_void() const noexcept {}
+    void unhandled_exception() noexcept { error = std::current_exception(); }
+};
+
 // One child of a combinator: awaits one argument under the combinator's scope and records
 // how it ended. Owned (frame included) by the combinator.
 class child {
 public:
-    struct promise_type : recycled_allocation, scoped_promise {
+    struct promise_type : child_promise_base<promise_type> {
         children* owner = nullptr;
         std::size_t index = 0;
-        std::exception_ptr error;
 
         child get_return_object() noexcept { return child{std::coroutine_handle<promise_type>::from_promise(*this)}; }
-        std::suspend_always initial_suspend() const noexcept { return {}; }
-        struct final_awaiter {
-            bool await_ready() const noexcept { return false; }
-            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept;
-            void await_resume() const noexcept {}
-        };
-        final_awaiter final_suspend() const noexcept { return {}; }
-        void return_void() const noexcept {}
-        void unhandled_exception() noexcept { error = std::current_exception(); }
+        static void on_end(std::coroutine_handle<promise_type> h) noexcept;
     };
 
     child() noexcept = default;
@@ -196,7 +205,7 @@ private:
     resumption waiter_;  // the combinator, handed over by the last child
 };
 
-inline void child::promise_type::final_awaiter::await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+inline void child::promise_type::on_end(std::coroutine_handle<promise_type> h) noexcept {
     promise_type& p = h.promise();
     p.owner->on_end(h, p.index, p.error != nullptr);
 }
@@ -357,12 +366,11 @@ task<returned_t<await_result_t<std::remove_reference_t<K>&>>> with_stop_token_of
 // A task_group's child: a root of the reactor (work; destroyed with it if unfinished) that
 // awaits the spawned task under the group's scope, and reports its end to the group.
 struct group_child {
-    struct promise_type : recycled_allocation, scoped_promise {
+    struct promise_type : child_promise_base<promise_type> {
         task_group* group = nullptr;  // nullptr once unlinked
         promise_type* prev = nullptr;
         promise_type* next = nullptr;
         root_link root;
-        std::exception_ptr error;
 
         promise_type() noexcept = default;
         promise_type(const promise_type&) = delete;
@@ -372,15 +380,7 @@ struct group_child {
         group_child get_return_object() noexcept {
             return group_child{std::coroutine_handle<promise_type>::from_promise(*this)};
         }
-        std::suspend_always initial_suspend() const noexcept { return {}; }
-        struct final_awaiter {
-            bool await_ready() const noexcept { return false; }
-            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept;
-            void await_resume() const noexcept {}
-        };
-        final_awaiter final_suspend() const noexcept { return {}; }
-        void return_void() const noexcept {}
-        void unhandled_exception() noexcept { error = std::current_exception(); }
+        static void on_end(std::coroutine_handle<promise_type> h) noexcept;
     };
     std::coroutine_handle<promise_type> handle;
 };
@@ -553,7 +553,7 @@ inline group_child::promise_type::~promise_type() {
     if (group != nullptr) group->unlink(*this);
 }
 
-inline void group_child::promise_type::final_awaiter::await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+inline void group_child::promise_type::on_end(std::coroutine_handle<promise_type> h) noexcept {
     promise_type& p = h.promise();
     task_group* g = p.group;
     p.root.finish();
