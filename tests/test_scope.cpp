@@ -345,72 +345,6 @@ TEST_CASE("with_stop_token: {} shields cleanup from the task's stop; another tok
     CHECK(no_work_left(r));
 }
 
-// ---- quiet cancellation ------------------------------------------------------------------
-
-TEST_CASE("quiet cancellation: operation_canceled escaping a spawned task whose token is stopped ends it quietly") {
-    watchdog wd{10s};
-    tracked::reset();
-    reactor r;
-    std::stop_source src;
-    src.request_stop();
-    struct body {
-        static task<void> run() {
-            tracked in_frame;
-            throw std::system_error(std::make_error_code(std::errc::operation_canceled));
-            co_return;
-        }
-    };
-    tisock::spawn(r, body::run(), src.get_token());
-    r.run();
-    CHECK(tracked::constructed == 1);
-    CHECK(tracked::alive() == 0);
-}
-
-namespace {
-// Spawns, in a child process, a task that throws std::system_error(`code`) under a token
-// (stopped first if `stop`); returns whether the process was killed by a signal (terminate).
-bool spawned_throw_terminates(std::errc code, bool stop) {
-    int status = tisock_test::in_child_process([&] {
-        reactor r;
-        std::stop_source src;
-        if (stop) src.request_stop();
-        struct body {
-            static task<void> run(std::errc c) {
-                throw std::system_error(std::make_error_code(c));
-                co_return;
-            }
-        };
-        tisock::spawn(r, body::run(code), src.get_token());
-        r.run();
-    });
-    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
-}
-}  // namespace
-
-TEST_CASE("every other exception escaping a spawned task still calls std::terminate") {
-    watchdog wd{20s};
-    CHECK(spawned_throw_terminates(std::errc::operation_canceled, false));  // a token not stopped
-    CHECK(spawned_throw_terminates(std::errc::timed_out, true));            // another error
-    CHECK_FALSE(spawned_throw_terminates(std::errc::operation_canceled, true));
-}
-
-// ---- sync_wait of any awaitable ----------------------------------------------------------
-
-TEST_CASE("sync_wait of any awaitable: rvalues moved in, lvalues referenced") {
-    watchdog wd{10s};
-    reactor r;
-    stopwatch sw;
-    tisock::sync_wait(r, r.sleep_for(5ms));
-    CHECK(sw.elapsed() >= 5ms);
-    auto s = r.sleep_for(1ms);
-    tisock::sync_wait(r, s);
-    task<int> t = value(4);
-    CHECK(tisock::sync_wait(r, t) == 4);
-    static_assert(std::is_same_v<decltype(tisock::sync_wait(r, value(1))), int>);
-    static_assert(std::is_void_v<decltype(tisock::sync_wait(r, r.sleep_for(1ms)))>);
-    CHECK(no_work_left(r));
-}
-
 // ---- when_all ----------------------------------------------------------------------------
 
 TEST_CASE("when_all: results in a tuple (void as monostate, T& as reference_wrapper), children started in argument order") {
@@ -669,6 +603,37 @@ TEST_CASE("a stop of the parent reaches every child of nested combinators; the s
     r.run();
     CHECK(sw.elapsed() < 5s);
     CHECK(e.cancelled == 4);
+    CHECK(tracked::alive() == 0);
+}
+
+TEST_CASE("a stop requested while a child's completion is on its way: the completion stands, each child ends once") {
+    watchdog wd{10s};
+    tracked::reset();
+    reactor r;
+    std::stop_source src;
+    ends e;
+    struct body {
+        static task<int> winner(reactor& r, std::stop_source& src) {
+            co_await r.sleep_for(2ms);
+            src.request_stop();  // relayed: processed after this child has finished
+            co_return 5;
+        }
+        static task<void> run(reactor& r, std::stop_source& src, ends& e, int& got) {
+            auto w = co_await tisock::when_any(winner(r, src), counted_sleep(r, 20s, e));
+            got = std::get<0>(w);
+            CHECK(e.cancelled == 1);  // by when_any; the parent's stop found nothing left to cancel
+            CHECK((co_await tisock::get_stop_token()).stop_requested());
+            co_await r.sleep_for(20s);  // the stop has been processed: cancelled
+            got = -1;
+        }
+    };
+    int got = 0;
+    tisock::spawn(r, body::run(r, src, e, got), src.get_token());
+    stopwatch sw;
+    r.run();
+    CHECK(sw.elapsed() < 5s);
+    CHECK(got == 5);
+    CHECK(e.total() == 1);
     CHECK(tracked::alive() == 0);
 }
 
