@@ -105,7 +105,7 @@ public:
     static constexpr own_source_t own_source{};
 
     // A combinator's scope: its own token (made on demand), stopped with `parent` (if any).
-    explicit stop_scope(stop_scope* parent) noexcept {
+    explicit stop_scope(stop_scope* parent) noexcept : parent_(parent) {
         if (parent == nullptr) return;
         if (parent->stopped()) {
             stopped_ = true;
@@ -162,7 +162,7 @@ public:
     }
 
     // The scope this one stops with (a combinator's parent), if any.
-    stop_scope* parent() const noexcept { return link_.scope; }
+    stop_scope* parent() const noexcept { return parent_; }
 
     void attach(cancel_hook& h) noexcept {
         h.scope = this;
@@ -199,6 +199,7 @@ public:
         source_.request_stop();
         relay_->post();
     }
+    // A root's or a group's token (a combinator's scope: always false).
     bool stop_requested() const noexcept { return token_.stop_requested(); }
 
 private:
@@ -248,6 +249,7 @@ private:
     std::stop_token token_;                       // what the tasks see, if made at construction
     std::optional<std::stop_callback<stop_callback_fn>> callback_;
     relay* relay_ = nullptr;  // set at construction, with the callback or a group
+    stop_scope* parent_ = nullptr;
     cancel_hook* head_ = nullptr;
     parent_link link_{this};
     bool stopped_ = false;
