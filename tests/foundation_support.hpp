@@ -7,12 +7,14 @@
 #include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <doctest/doctest.h>
 
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <coroutine>
 #include <cstdint>
 #include <cstdio>
@@ -123,6 +125,22 @@ struct foreign_coroutine {
 
     std::coroutine_handle<promise_type> handle;
 };
+
+// Runs `body` in a child process (SIGABRT at its default, so that std::terminate kills it),
+// which then exits 0; returns its wait status.
+template <class Body>
+int in_child_process(Body body) {
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        std::signal(SIGABRT, SIG_DFL);  // doctest's crash handler would turn the abort into an exit
+        body();
+        ::_exit(0);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    return status;
+}
 
 // ---- descriptors -------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 // tisock::task<T>, spawn and sync_wait: values, move-only values, references, exceptions
-// through nested awaits, 1,000,000 sequential synchronous awaits and 100,000 nested tasks
+// through nested awaits, quiet cancellation of spawned tasks, sync_wait of any awaitable,
+// 1,000,000 sequential synchronous awaits and 100,000 nested tasks
 // without stack growth, reactor destruction with suspended coroutines, foreign coroutine
 // types.
 #include <doctest/doctest.h>
@@ -15,7 +16,9 @@
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -454,10 +457,7 @@ TEST_CASE("a spawned task ends itself: its frame is freed when it finishes, afte
 
 TEST_CASE("an exception escaping a spawned task calls std::terminate") {
     watchdog wd{10s};
-    const pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-        std::signal(SIGABRT, SIG_DFL);  // doctest's crash handler would turn the abort into an exit
+    const int status = tisock_test::in_child_process([] {
         reactor r;
         struct body {
             static task<void> run() {
@@ -466,13 +466,76 @@ TEST_CASE("an exception escaping a spawned task calls std::terminate") {
             }
         };
         tisock::spawn(r, body::run());
-        r.run();
-        ::_exit(0);  // not reached: terminate aborts
-    }
-    int status = 0;
-    REQUIRE(::waitpid(child, &status, 0) == child);
+        r.run();  // terminate aborts: the child never exits by itself
+    });
     CHECK(WIFSIGNALED(status));
     CHECK(WTERMSIG(status) == SIGABRT);
+}
+
+// ---- quiet cancellation ------------------------------------------------------------------
+
+TEST_CASE("quiet cancellation: operation_canceled escaping a spawned task whose token is stopped ends it quietly") {
+    watchdog wd{10s};
+    tracked::reset();
+    reactor r;
+    std::stop_source src;
+    src.request_stop();
+    struct body {
+        static task<void> run() {
+            tracked in_frame;
+            throw std::system_error(std::make_error_code(std::errc::operation_canceled));
+            co_return;
+        }
+    };
+    tisock::spawn(r, body::run(), src.get_token());
+    r.run();
+    CHECK(tracked::constructed == 1);
+    CHECK(tracked::alive() == 0);
+}
+
+namespace {
+// Spawns, in a child process, a task that throws std::system_error(`code`) under a token
+// (stopped first if `stop`); returns whether the process was killed by a signal (terminate).
+bool spawned_throw_terminates(std::errc code, bool stop) {
+    int status = tisock_test::in_child_process([&] {
+        reactor r;
+        std::stop_source src;
+        if (stop) src.request_stop();
+        struct body {
+            static task<void> run(std::errc c) {
+                throw std::system_error(std::make_error_code(c));
+                co_return;
+            }
+        };
+        tisock::spawn(r, body::run(code), src.get_token());
+        r.run();
+    });
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+}  // namespace
+
+TEST_CASE("every other exception escaping a spawned task still calls std::terminate") {
+    watchdog wd{20s};
+    CHECK(spawned_throw_terminates(std::errc::operation_canceled, false));  // a token not stopped
+    CHECK(spawned_throw_terminates(std::errc::timed_out, true));            // another error
+    CHECK_FALSE(spawned_throw_terminates(std::errc::operation_canceled, true));
+}
+
+// ---- sync_wait of any awaitable ----------------------------------------------------------
+
+TEST_CASE("sync_wait of any awaitable: rvalues moved in, lvalues referenced") {
+    watchdog wd{10s};
+    reactor r;
+    stopwatch sw;
+    tisock::sync_wait(r, r.sleep_for(5ms));
+    CHECK(sw.elapsed() >= 5ms);
+    auto s = r.sleep_for(1ms);
+    tisock::sync_wait(r, s);
+    task<int> t = ready_value(4);
+    CHECK(tisock::sync_wait(r, t) == 4);
+    static_assert(std::is_same_v<decltype(tisock::sync_wait(r, ready_value(1))), int>);
+    static_assert(std::is_void_v<decltype(tisock::sync_wait(r, r.sleep_for(1ms)))>);
+    CHECK(r.run() == 0);
 }
 
 TEST_CASE("sync_wait: values and exceptions") {

@@ -40,10 +40,13 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <stop_token>
 #include <type_traits>
 #include <utility>
 
+#include <tisock/detail/awaitable.hpp>
 #include <tisock/detail/block_cache.hpp>
+#include <tisock/detail/stop_scope.hpp>
 #include <tisock/error.hpp>
 #include <tisock/reactor.hpp>
 
@@ -51,6 +54,8 @@ namespace tisock {
 
 template <class T = void>
 class task;
+
+void spawn(reactor& r, task<void> t, std::stop_token st = {});
 
 namespace detail {
 
@@ -155,8 +160,17 @@ struct root_link : reactor_member, operation {
 
 // Coroutine frames of tasks and roots come from the per-thread block caches: a server's
 // per-connection frames are reused by the next connection instead of going back to malloc.
-class task_promise_base : public recycled_allocation {
+// `scope` (scoped_promise) is the stop scope the task runs under: its awaiter's, set when it
+// starts; a spawned task's own (it owns it) when spawned with a token.
+class task_promise_base : public recycled_allocation, public scoped_promise {
 public:
+    task_promise_base() noexcept = default;
+    task_promise_base(const task_promise_base&) = delete;
+    task_promise_base& operator=(const task_promise_base&) = delete;
+    ~task_promise_base() {
+        if (root_.owner != nullptr) delete scope;
+    }
+
     std::suspend_always initial_suspend() const noexcept { return {}; }
 
     struct final_awaiter {
@@ -168,7 +182,8 @@ public:
                 p.root_.finish();
                 // An exception escaped a spawned task: rethrown here, inside a noexcept
                 // function, std::terminate reports it ("terminate called after throwing...").
-                if (p.exception_) std::rethrow_exception(p.exception_);
+                // A cancellation under a stopped token ends it quietly.
+                if (p.exception_ && !p.cancelled_quietly()) std::rethrow_exception(p.exception_);
                 h.destroy();
                 return;
             }
@@ -193,6 +208,9 @@ public:
     void start_detached(reactor& r, std::coroutine_handle<> self) { root_.start(r, self); }
 
 protected:
+    bool cancelled_quietly() const noexcept {
+        return scope != nullptr && scope->stop_requested() && is_cancellation(exception_);
+    }
     void rethrow_if_failed() const {
         if (exception_) std::rethrow_exception(exception_);
     }
@@ -286,7 +304,12 @@ public:
     public:
         explicit awaiter(handle_type h) noexcept : handle_(h) {}
         bool await_ready() const noexcept { return !handle_ || handle_.done(); }
-        bool await_suspend(std::coroutine_handle<> awaiting) { return handle_.promise().start(handle_, awaiting); }
+        // The task shares its awaiter's stop scope (none under a foreign coroutine).
+        template <class P>
+        bool await_suspend(std::coroutine_handle<P> awaiting) {
+            handle_.promise().scope = detail::scope_of(awaiting);
+            return handle_.promise().start(handle_, awaiting);
+        }
         T await_resume() {
             if (!handle_) throw state_error("co_await on an empty tisock::task");
             return handle_.promise().result();
@@ -300,7 +323,7 @@ public:
     awaiter operator co_await() & noexcept { return awaiter{handle_}; }
 
 private:
-    friend void spawn(reactor& r, task<void> t);
+    friend void spawn(reactor& r, task<void> t, std::stop_token st);
     handle_type handle_;
 };
 
@@ -323,7 +346,7 @@ inline task<void> task_promise<void>::get_return_object() noexcept {
 // through the task it awaits, every frame below it. (A spawned task is its own root:
 // task_promise_base::start_detached.)
 struct root_coroutine {
-    struct promise_type : recycled_allocation {
+    struct promise_type : recycled_allocation, scoped_promise {
         root_link root;
         bool* done_flag = nullptr;  // sync_wait's completion flag
 
@@ -364,43 +387,76 @@ struct sync_wait_result {
         value{};
 };
 
-template <class T>
-root_coroutine run_for_sync_wait(task<T> t, sync_wait_result<T>& out) {
+template <class R, class A>
+root_coroutine run_for_sync_wait(A& a, sync_wait_result<R>& out) {
     try {
-        if constexpr (std::is_void_v<T>) {
-            co_await std::move(t);
-        } else if constexpr (std::is_reference_v<T>) {
-            out.value = std::addressof(co_await std::move(t));
+        if constexpr (std::is_void_v<R>) {
+            co_await a;
+        } else if constexpr (std::is_reference_v<R>) {
+            out.value = std::addressof(co_await a);
         } else {
-            out.value.emplace(co_await std::move(t));
+            out.value.emplace(co_await a);
         }
     } catch (...) {
         out.error = std::current_exception();
     }
 }
 
+// co_await current_scope{}: the stop scope of the awaiting coroutine (nullptr: none). Never
+// suspends. (Trivially destructible: g++ 12 may destroy a co_await operand twice.)
+struct current_scope {
+    stop_scope* scope = nullptr;
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        scope = scope_of(h);
+        return false;
+    }
+    stop_scope* await_resume() const noexcept { return scope; }
+};
+
+// co_await tisock::get_stop_token(): the token of the task (its scope's), or none.
+struct stop_token_awaiter : current_scope {
+    std::stop_token await_resume() const { return scope != nullptr ? scope->token() : std::stop_token{}; }
+};
+
 }  // namespace detail
 
-// Starts `t` on `r` (from the run loop, not inside this call), detached. An exception
-// escaping `t` calls std::terminate.
-inline void spawn(reactor& r, task<void> t) {
+// Starts `t` on `r` (from the run loop, not inside this call), detached, observing `st`.
+// An exception escaping `t` calls std::terminate, except std::system_error with
+// operation_canceled once `st` is stopped: that ends `t` quietly.
+inline void spawn(reactor& r, task<void> t, std::stop_token st) {
     if (!t.handle_) throw state_error("tisock::spawn of an empty task");
+    if (st.stop_possible()) {
+        t.handle_.promise().scope = new detail::stop_scope(std::move(st), detail::reactor_access::core(r));
+    }
     task<void>::handle_type h = std::exchange(t.handle_, {});
-    h.promise().start_detached(r, h);
+    h.promise().start_detached(r, h);  // from here on the task owns its scope
 }
 
-// Runs `r` until `t` finishes; returns its result or rethrows its exception. Throws
-// state_error when called from a handler of `r` itself (the classic self-deadlock), or when
-// `r` is stopped before `t` finishes. If `t` cannot finish, or a handler's exception
-// propagates out (it does, as from run()), the task is destroyed before sync_wait leaves.
-template <class T>
-T sync_wait(reactor& r, task<T> t) {
+// The current task's stop token (none outside a tisock task or without one).
+inline detail::stop_token_awaiter get_stop_token() noexcept { return {}; }
+
+// Runs `r` until `awaitable` (a task or any other awaitable, observing `st`) finishes;
+// returns its result or rethrows its exception (a cancellation included). An rvalue is
+// moved in, an lvalue referenced. Throws state_error when called from a handler of `r` itself
+// (the classic self-deadlock), or when `r` is stopped before it finishes. If it cannot finish,
+// or a handler's exception propagates out (it does, as from run()), the awaitable's coroutine
+// is destroyed before sync_wait leaves.
+template <class A>
+auto sync_wait(reactor& r, A&& awaitable, std::stop_token st = {})
+    -> detail::returned_t<detail::await_result_t<std::remove_reference_t<A>&>> {
+    using R = detail::returned_t<detail::await_result_t<std::remove_reference_t<A>&>>;
     if (detail::reactor_access::core(r).running_in_this_thread()) {
         throw state_error("tisock::sync_wait called from inside the running reactor");
     }
-    detail::sync_wait_result<T> result;
+    detail::kept_t<A> kept(std::forward<A>(awaitable));
+    std::optional<detail::stop_scope> scope;  // outlives the root
+    if (st.stop_possible()) scope.emplace(std::move(st), detail::reactor_access::core(r));
+    detail::sync_wait_result<R> result;
     bool done = false;
-    detail::root_coroutine root = detail::run_for_sync_wait<T>(std::move(t), result);
+    detail::root_coroutine root = detail::run_for_sync_wait<R>(kept, result);
+    root.handle.promise().scope = scope ? &*scope : nullptr;
     root.start_on(r, &done);
     // The root points into this stack frame: it must never outlive the call.
     auto tear_down = [&] {
@@ -419,9 +475,9 @@ T sync_wait(reactor& r, task<T> t) {
         throw;
     }
     if (result.error) std::rethrow_exception(result.error);
-    if constexpr (std::is_reference_v<T>) {
+    if constexpr (std::is_reference_v<R>) {
         return *result.value;
-    } else if constexpr (!std::is_void_v<T>) {
+    } else if constexpr (!std::is_void_v<R>) {
         return std::move(*result.value);
     }
 }

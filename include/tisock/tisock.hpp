@@ -8,6 +8,7 @@
 #include <tisock/error.hpp>
 #include <tisock/memory_stream.hpp>
 #include <tisock/reactor.hpp>
+#include <tisock/scope.hpp>
 #include <tisock/socket_types.hpp>
 #include <tisock/stream.hpp>
 #include <tisock/task.hpp>

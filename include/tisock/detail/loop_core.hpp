@@ -92,6 +92,19 @@ public:
     void defer(operation* op) noexcept { ready_.push(op); }
     bool cancel_deferred(operation* op) noexcept { return ready_.remove(op); }
 
+    // Thread-safe: queues `op` to run from the run loop (reactor::post without the
+    // allocation; a stop relayed from another thread). The wake-up is written under the
+    // lock: once the reactor has taken the operation, the poster is done with the reactor,
+    // so running it may destroy the reactor (a resolver worker's delivery ends a connect,
+    // then its reactor) without racing that write.
+    void post_operation(operation* op) {
+        const bool wake = running_loop != this;
+        std::lock_guard lock(post_mutex_);
+        posted_.push(op);
+        posted_count_.fetch_add(1, std::memory_order_relaxed);
+        if (wake) backend_.wake();
+    }
+
     // Runs a callable from the run loop (reactor thread only; allocates).
     template <class F>
     void defer_call(F&& f) {
