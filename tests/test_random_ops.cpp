@@ -385,12 +385,17 @@ struct watched {
     bool await_ready() {
         call_guard g;
         bool ready = a.await_ready();
-        rec->started = true;
+        if (ready) rec->started = true;
         return ready;
     }
-    void await_suspend(std::coroutine_handle<> h) {
-        suspended = true;
-        a.await_suspend(h);
+    // tisock's awaiters start in await_suspend (where the stop token is known) and return
+    // false when the operation completed at once.
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) {
+        call_guard g;
+        rec->started = true;
+        suspended = a.await_suspend(h);
+        return suspended;
     }
     decltype(auto) await_resume() {
         if (suspended && in_call > 0) w->violation("op#" + std::to_string(rec->id) + " resumed inside a library call");

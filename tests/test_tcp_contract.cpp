@@ -122,7 +122,7 @@ template <class Wrapped>
 struct aggregate_wrapper {  // the shape that makes g++ 12 relocate the awaiter (see tcp.hpp)
     Wrapped a;
     bool await_ready() { return a.await_ready(); }
-    void await_suspend(std::coroutine_handle<> h) { a.await_suspend(h); }
+    auto await_suspend(std::coroutine_handle<> h) { return a.await_suspend(h); }
     decltype(auto) await_resume() { return a.await_resume(); }
 };
 

@@ -25,6 +25,7 @@
 #include <tisock/detail/block_cache.hpp>
 #include <tisock/detail/range.hpp>
 #include <tisock/detail/socket_impl.hpp>
+#include <tisock/detail/stop_scope.hpp>
 #include <tisock/reactor.hpp>
 
 namespace tisock {
@@ -45,20 +46,62 @@ struct tcp_access {
 // no timer (a timed read is its own type). It takes a reference to its socket only when
 // it has to wait (socket_impl::hold), and it owns nothing else before it starts, so g++
 // 12's bitwise relocation of awaiters held in aggregate temporaries is harmless.
+//
+// It starts in await_suspend, where the awaiting coroutine's stop scope is known (API.md
+// v3): an operation whose task is already stopped does not start and reports
+// operation_canceled; one that waits is attached to the scope (a cancel hook, no stop
+// callback), and a stop cancels it by socket_impl's rules - a pending one is withdrawn, a
+// finished one whose report is queued gives back what it obtained. A coroutine with no
+// scope (no token, or a foreign coroutine type) pays one null test.
 template <class Op>
-class coroutine_op : protected Op {
+class coroutine_op : protected Op, private cancel_hook {
 public:
-    coroutine_op(const coroutine_op&) = delete;
-    coroutine_op& operator=(const coroutine_op&) = delete;
+    // Movable until awaited (combinators store their arguments); never after it started.
+    coroutine_op(coroutine_op&& o) noexcept : Op(static_cast<Op&&>(o)) {}
+    coroutine_op& operator=(coroutine_op&&) = delete;
     ~coroutine_op() {
-        if (this->status != op_status::idle) this->socket->forget(*this);
+        // Only an operation that has not reported can still be attached to a scope.
+        if (this->status != op_status::idle) [[unlikely]] abandon();
     }
-    void await_suspend(std::coroutine_handle<> h) noexcept { this->resume_when_done(h); }
+    bool await_ready() const noexcept { return false; }
 
 protected:
     using Op::Op;
+
+    // await_suspend's body: `start(stopped)` is the socket's start_* (true: it completed
+    // at once, and the coroutine goes on without suspending).
+    template <class P, class Start>
+    bool suspend(std::coroutine_handle<P> h, Start start) {
+        stop_scope* scope = scope_of(h);
+        const bool stopped = scope != nullptr && scope->stopped();
+        this->resume_when_done(h);
+        if (start(stopped)) return false;
+        if (scope != nullptr && !stopped) [[unlikely]] observe(*scope);
+        return true;
+    }
+    // First thing in await_resume: the scope no longer reaches the operation.
+    void leave_scope() noexcept { stop_scope::detach(*this); }
+
     void throw_if_failed(const char* what) const {
         if (this->ec) [[unlikely]] throw std::system_error(this->ec, what);
+    }
+
+private:
+    // The frame is destroyed while the operation waits or its report is queued.
+    [[gnu::cold, gnu::noinline]] void abandon() noexcept {
+        stop_scope::detach(*this);
+        this->socket->forget(*this);
+    }
+    [[gnu::noinline]] void observe(stop_scope& scope) noexcept {
+        this->cancel = [](cancel_hook* h) noexcept {
+            auto& self = static_cast<coroutine_op&>(*h);
+            if (self.status == op_status::pending) {
+                self.socket->cancel(self);
+            } else {
+                self.socket->cancel_finished(self);
+            }
+        };
+        scope.attach(*this);
     }
 };
 
@@ -152,11 +195,16 @@ public:
     class [[nodiscard]] connect_awaiter : public detail::coroutine_op<detail::connect_op> {
     public:
         using coroutine_op::coroutine_op;
-        bool await_ready() {
-            socket->start_connect(this);
-            return false;  // even a loopback connect reports from the run loop
+        connect_awaiter(connect_awaiter&&) noexcept = default;
+        template <class P>
+        bool await_suspend(std::coroutine_handle<P> h) {
+            return suspend(h, [this](bool stopped) {
+                socket->start_connect(this, stopped);
+                return false;  // even a loopback connect reports from the run loop
+            });
         }
-        void await_resume() const {
+        void await_resume() {
+            leave_scope();
             if (std::error_code failure = socket->connect_outcome(*this)) throw std::system_error(failure, "tisock: connect");
         }
     };
@@ -167,16 +215,19 @@ public:
         accept_awaiter(detail::socket_impl& s, accept_options o) : coroutine_op(s), constructed_at_(this) {
             options = std::move(o);
         }
-        bool await_ready() {
+        accept_awaiter(accept_awaiter&& o) noexcept : coroutine_op(std::move(o)), constructed_at_(this) {}
+        template <class P>
+        bool await_suspend(std::coroutine_handle<P> h) {
             if (constructed_at_ != this) [[unlikely]] {
                 // g++ 12 relocated this awaiter by copying its bytes (see coroutine_op) and
                 // will destroy the original too: the options must be this copy's own.
                 ::new (static_cast<void*>(&options)) accept_options(constructed_at_->options);
                 constructed_at_ = this;
             }
-            return socket->start_async_accept(*this);
+            return suspend(h, [this](bool stopped) { return socket->start_async_accept(*this, stopped); });
         }
         tcp await_resume() {
+            leave_scope();
             throw_if_failed("tisock: accept");
             return tcp(std::move(inbound));
         }
@@ -189,8 +240,13 @@ public:
     template <class Op>
     class [[nodiscard]] basic_read_awaiter : public detail::coroutine_op<Op> {
     public:
-        bool await_ready() { return this->socket->start_read(*this); }
-        std::size_t await_resume() const {
+        basic_read_awaiter(basic_read_awaiter&&) noexcept = default;
+        template <class P>
+        bool await_suspend(std::coroutine_handle<P> h) {
+            return this->suspend(h, [this](bool stopped) { return this->socket->start_read(*this, stopped); });
+        }
+        std::size_t await_resume() {
+            this->leave_scope();
             this->throw_if_failed("tisock: read");
             return this->bytes;
         }
@@ -215,8 +271,13 @@ public:
     class [[nodiscard]] write_awaiter : public detail::coroutine_op<detail::write_op> {
     public:
         write_awaiter(detail::socket_impl& s, std::span<const std::byte> buf) noexcept : coroutine_op(s) { from = buf; }
-        bool await_ready() { return socket->start_write(*this); }
-        std::size_t await_resume() const {
+        write_awaiter(write_awaiter&&) noexcept = default;
+        template <class P>
+        bool await_suspend(std::coroutine_handle<P> h) {
+            return suspend(h, [this](bool stopped) { return socket->start_write(*this, stopped); });
+        }
+        std::size_t await_resume() {
+            leave_scope();
             throw_if_failed("tisock: write");
             return bytes;
         }
@@ -225,8 +286,15 @@ public:
     class [[nodiscard]] shutdown_awaiter : public detail::coroutine_op<detail::shutdown_op> {
     public:
         using coroutine_op::coroutine_op;
-        bool await_ready() { return socket->start_shutdown(*this); }
-        void await_resume() const { throw_if_failed("tisock: shutdown"); }
+        shutdown_awaiter(shutdown_awaiter&&) noexcept = default;
+        template <class P>
+        bool await_suspend(std::coroutine_handle<P> h) {
+            return suspend(h, [this](bool stopped) { return socket->start_shutdown(*this, stopped); });
+        }
+        void await_resume() {
+            leave_scope();
+            throw_if_failed("tisock: shutdown");
+        }
     };
 
     connect_awaiter async_connect() const {

@@ -174,8 +174,12 @@ public:
         if (shutdown_requested_) throw state_error("tisock: shutdown() was already called");
     }
 
-    void start_connect(connect_op* waiting) {
+    void start_connect(connect_op* waiting, bool stopped = false) {
         host_spec host = check_can_connect();
+        if (stopped) [[unlikely]] {  // the socket stays as it was: no attempt, no descriptor
+            (void)refuse_stopped(*waiting);
+            return;
+        }
 
         state_ = state::initialized;  // a closed or failed socket is re-initialized
         ++attempt_;
@@ -248,8 +252,9 @@ public:
     }
 
     // async_accept(): true if a connection was handed over at once.
-    bool start_async_accept(accept_op& op) {
+    bool start_async_accept(accept_op& op, bool stopped = false) {
         check_can_accept();
+        if (stopped) [[unlikely]] return refuse_stopped(op);
         if (!listener_->pending.empty()) {
             op.inbound = adopt_pending(op.options, op.ec);
             return true;
@@ -263,8 +268,9 @@ public:
     // True if the read completed at once (op.bytes / op.ec / op.eof set). Otherwise the
     // read waits in the socket's one read slot; the descriptor's reader is the socket's
     // for as long as it is connected, so waiting costs no registration.
-    bool start_read(read_op& op) {
+    bool start_read(read_op& op, bool stopped = false) {
         check_can_read();
+        if (stopped) [[unlikely]] return refuse_stopped(op);
         // (An operation is started once, freshly built: its result fields are already clear.)
         if (op.into.empty()) [[unlikely]] return true;
         if (kept_ != nullptr) [[unlikely]] {
@@ -282,8 +288,9 @@ public:
 
     // True if the write completed at once. A write with nothing queued ahead of it hands
     // the kernel what it will take before returning.
-    bool start_write(write_op& op) {
+    bool start_write(write_op& op, bool stopped = false) {
         check_can_write("write");
+        if (stopped) [[unlikely]] return refuse_stopped(op);
         if (writes_.empty()) {
             switch (write_now(op)) {
                 case io_result::done: return true;
@@ -311,8 +318,9 @@ public:
     // ---- shutdown --------------------------------------------------------------------------
 
     // True if the sending side was shut down at once (nothing queued).
-    bool start_shutdown(shutdown_op& op) {
+    bool start_shutdown(shutdown_op& op, bool stopped = false) {
         check_can_shutdown();
+        if (stopped) [[unlikely]] return refuse_stopped(op);
         shutdown_requested_ = true;
         if (writes_.empty()) {
             shut_down_sending(op);
@@ -414,6 +422,15 @@ public:
         if (accepting_ != nullptr) cancel(*accepting_);
         if (shutdown_ != nullptr) cancel(*shutdown_);  // first: withdrawing the writes would start it
         while (write_op* w = writes_.front()) cancel(*w);
+    }
+
+    // An operation whose task was stopped before it started: it does not start (the
+    // preconditions were checked) and reports operation_canceled from the run loop.
+    // Returns false: the caller waits for that report.
+    [[gnu::cold, gnu::noinline]] bool refuse_stopped(socket_op& op) {
+        op.ec = std::make_error_code(std::errc::operation_canceled);
+        complete_later(op);
+        return false;
     }
 
     // One pending operation (its task was stopped); nothing if it is not pending.

@@ -135,6 +135,8 @@ struct timed_read_op : read_op {
         timed = true;
         timer.op = this;
     }
+    // Before it starts (an awaiter moved into a combinator): the timer is this copy's.
+    timed_read_op(timed_read_op&& o) noexcept : read_op(o), limit(o.limit) { timer.op = this; }
     std::chrono::milliseconds limit;
     struct deadline_timer : timer_node {
         timed_read_op* op = nullptr;

@@ -70,10 +70,13 @@ namespace tisock::detail {
 class stop_scope;
 
 // An operation (or a child scope) that a stop must reach. Lives in the awaiter.
+// Only `scope` needs a value before attach() (which sets the links); `cancel` is set by
+// the awaiter before it attaches: an operation that never waits under a scope (the common
+// case) pays one store.
 struct cancel_hook {
-    void (*cancel)(cancel_hook* self) noexcept = nullptr;
-    cancel_hook* prev = nullptr;
-    cancel_hook* next = nullptr;
+    void (*cancel)(cancel_hook* self) noexcept;
+    cancel_hook* prev;
+    cancel_hook* next;
     stop_scope* scope = nullptr;  // attached to; nullptr when detached
 
     bool attached() const noexcept { return scope != nullptr; }
