@@ -73,7 +73,9 @@ protected:
     template <class P, class Start>
     bool suspend(std::coroutine_handle<P> h, Start start) {
         stop_scope* scope = scope_of(h);
-        const bool stopped = scope != nullptr && scope->stopped();
+        // Stopped: as the reactor has processed it, or a root's token already stopped and
+        // its stop still on its way (the operation must not start then either).
+        const bool stopped = scope != nullptr && (scope->stopped() || scope->stop_requested());
         this->resume_when_done(h);
         if (start(stopped)) return false;
         if (scope != nullptr && !stopped) [[unlikely]] observe(*scope);
