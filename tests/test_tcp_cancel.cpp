@@ -662,3 +662,96 @@ TEST_CASE_FIXTURE(socket_test, "a read stopped after it completed, its report st
     other.close_all();
     check_nothing_left(r, fds);
 }
+
+TEST_CASE_FIXTURE(socket_test, "a token stops a connect in flight (closed, no callbacks) and a shutdown waiting behind a write (withdrawn)") {
+    TISOCK_LOOPBACK_HOSTS(host);
+
+    // The connect: "localhost" goes through the resolver, so it is in flight when the
+    // timer child, started second, finishes at once and when_any stops it.
+    tcp listener = make_listener(r, host);
+    error_log errors;
+    tcp client(r, {.host = "localhost", .port = listener.port(), .error = errors.callback()});
+    outcome connect_race;
+    std::size_t connect_winner = 9;
+    start(r, [](tcp c, tisock::reactor& r, std::size_t& winner) -> tisock::task<void> {
+        auto v = co_await tisock::when_any(c.async_connect(), r.sleep_for(std::chrono::nanoseconds(0)));
+        winner = v.index();
+    }(client, r, connect_winner), connect_race);
+    REQUIRE(run_until(r, [&] { return connect_race.done; }));
+    CHECK_MESSAGE(!connect_race.error, connect_race.what());
+    CHECK(connect_winner == 1);
+    CHECK(client.state() == state::closed);
+    CHECK_FALSE(client.is_connecting());
+    run_for_at_least(r, 30ms);
+    CHECK(errors.count == 0);
+
+    // The shutdown: behind an unsent write (the peer does not read), stopped, withdrawn.
+    socket_trio t = connect_trio(r, host, {.error = errors.callback()});
+    const std::size_t filled = fill_send_buffer(t.client);
+    io_log write_log;
+    t.client.write(tisock::buffer::from_string("queued"), write_log.callback());
+    outcome shutdown_race;
+    std::size_t shutdown_winner = 9;
+    start(r, [](tcp c, tisock::reactor& r, std::size_t& winner) -> tisock::task<void> {
+        auto v = co_await tisock::when_any(c.async_shutdown(), r.sleep_for(std::chrono::nanoseconds(0)));
+        winner = v.index();
+    }(t.client, r, shutdown_winner), shutdown_race);
+    REQUIRE(run_until(r, [&] { return shutdown_race.done; }));
+    CHECK_MESSAGE(!shutdown_race.error, shutdown_race.what());
+    CHECK(shutdown_winner == 1);
+    CHECK(write_log.count == 0);  // the write still waits
+    // Once the peer reads, the write goes out, and the sending side is still open.
+    std::string got = read_exactly(r, t.inbound, filled + 6);
+    REQUIRE(run_until(r, [&] { return write_log.count == 1; }));
+    CHECK(write_log.last.success);
+    CHECK(got.substr(filled) == "queued");
+    t.client.write(tisock::buffer::from_string("more"), {});
+    CHECK(read_exactly(r, t.inbound, 4) == "more");
+    CHECK(errors.count == 0);
+    t.close_all();
+    listener.close();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE_FIXTURE(socket_test, "request_stop from another thread while bytes stream: the reads before the stop and after it see every byte once") {
+    // 200 times: a reader under a token reads a stream; another thread stops the token at a
+    // random moment; a second reader without a token reads the rest. Together they must
+    // read exactly the bytes sent, in order (TSan runs this: the stop crosses threads).
+    socket_trio t = connect_trio(r, "127.0.0.1");
+    std::mt19937 rng(5);
+    for (int round = 0; round < 200; ++round) {
+        const std::size_t total = 20'000 + rng() % 20'000;
+        std::string expected(total, '\0');
+        for (std::size_t i = 0; i < total; ++i) expected[i] = char('a' + (i * 7 + std::size_t(round)) % 26);
+        std::string received;
+        std::stop_source stop;
+        outcome first, second;
+        auto reader = [](tcp c, std::string& out, std::size_t total) -> tisock::task<void> {
+            std::byte b[1024];
+            while (out.size() < total) {
+                const std::size_t n = co_await c.async_read(b);
+                if (n == 0) co_return;
+                out += text_of(std::span(b, n));
+            }
+        };
+        tisock::spawn(r, tisock_test::guarded(reader(t.client, received, total), first), stop.get_token());
+        const int peer_fd = t.inbound.native_handle();
+        std::thread stopper([&stop, delay = rng() % 300] {
+            std::this_thread::sleep_for(std::chrono::microseconds(delay));
+            stop.request_stop();
+        });
+        std::thread writer([peer_fd, &expected] { (void)send_all(peer_fd, expected); });
+        REQUIRE(run_until(r, [&] { return first.done; }));
+        stopper.join();
+        if (first.error) REQUIRE(first.code() == canceled);
+        if (received.size() < total) {
+            start(r, reader(t.client, received, total), second);
+            REQUIRE(run_until(r, [&] { return second.done; }));
+            CHECK_MESSAGE(!second.error, second.what());
+        }
+        writer.join();
+        REQUIRE(received == expected);
+    }
+    t.close_all();
+    check_nothing_left(r, fds);
+}
