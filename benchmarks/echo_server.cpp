@@ -1,7 +1,7 @@
 // tisock-echo: the echo server benchmarks/run measures against epoll_echo, written with
 // tisock.
 //
-//   tisock-echo --port P [--mode coroutine|callback]
+//   tisock-echo --port P [--mode coroutine|coroutine-token|callback]
 //
 // Listens on 127.0.0.1:P, single-threaded (one reactor, one thread driving it), echoes
 // every byte back. Exits with status 0 on SIGTERM or SIGINT and prints the allocation
@@ -12,6 +12,9 @@
 //    reads into a buffer shared by all connections and writes it back with try_write,
 //    until end of stream (see echo() for why sharing is safe). The awaiters live in the
 //    frame: no allocation per message, and a small frame per idle connection.
+//  - coroutine-token: the same, each connection's coroutine spawned with a stop token (one
+//    std::stop_source for the server, never stopped): what observing a token costs, per
+//    connection (its stop scope and stop_callback) and per operation (benchmarks/RESULTS.md).
 //  - callback: accept() re-armed in `accepted`; Ti.IOStream read(buffer&, cb) into a
 //    per-connection 4 KiB buffer, then write(buffer, cb). The callback API allocates per call:
 //    each read and each write is a heap operation holding its std::function, and
@@ -42,6 +45,7 @@
 #include <system_error>
 #include <vector>
 #include <atomic>
+#include <stop_token>
 
 namespace {
 
@@ -53,7 +57,7 @@ constexpr std::size_t callback_buffer_size = 4 * 1024;
 // opening thousands of connections at once must not be refused.
 constexpr int listen_queue_size = 1 << 16;
 
-enum class mode { coroutine, callback };
+enum class mode { coroutine, coroutine_token, callback };
 
 std::atomic<tisock::reactor*> running_reactor{nullptr};  // for the termination signal handler
 
@@ -78,10 +82,12 @@ options parse_options(int argc, char** argv) {
         } else if (arg == "--mode") {
             if (value == "coroutine") {
                 opt.how = mode::coroutine;
+            } else if (value == "coroutine-token") {
+                opt.how = mode::coroutine_token;
             } else if (value == "callback") {
                 opt.how = mode::callback;
             } else {
-                usage("--mode is coroutine or callback");
+                usage("--mode is coroutine, coroutine-token or callback");
             }
         } else {
             usage("unknown option");
@@ -127,11 +133,11 @@ tisock::task<void> echo(tisock::tcp connection) {
     }
 }
 
-tisock::task<void> accept_loop(tisock::reactor& r, tisock::tcp listener) {
+tisock::task<void> accept_loop(tisock::reactor& r, tisock::tcp listener, std::stop_token token) {
     for (;;) {
         tisock::tcp connection = co_await listener.async_accept();
         stats.on_accept();
-        tisock::spawn(r, echo(std::move(connection)));
+        tisock::spawn(r, echo(std::move(connection)), token);
     }
 }
 
@@ -229,8 +235,11 @@ int main(int argc, char** argv) {
         {
             // The callback server must be gone before the reactor: it owns the connections.
             std::unique_ptr<callback_server> callbacks;
+            std::stop_source sessions;  // coroutine-token: observed, never stopped
             if (opt.how == mode::coroutine) {
-                tisock::spawn(r, accept_loop(r, listener));
+                tisock::spawn(r, accept_loop(r, listener, {}));
+            } else if (opt.how == mode::coroutine_token) {
+                tisock::spawn(r, accept_loop(r, listener, sessions.get_token()));
             } else {
                 callbacks = std::make_unique<callback_server>(listener);
             }

@@ -69,17 +69,13 @@ protected:
     using Op::Op;
 
     // await_suspend's body: `start(stopped)` is the socket's start_* (true: it completed
-    // at once, and the coroutine goes on without suspending).
+    // at once, and the coroutine goes on without suspending). Without a scope it is a null
+    // test and the start; everything about tokens is out of line.
     template <class P, class Start>
     bool suspend(std::coroutine_handle<P> h, Start start) {
-        stop_scope* scope = scope_of(h);
-        // Stopped: as the reactor has processed it, or a root's token already stopped and
-        // its stop still on its way (the operation must not start then either).
-        const bool stopped = scope != nullptr && (scope->stopped() || scope->stop_requested());
         this->resume_when_done(h);
-        if (start(stopped)) return false;
-        if (scope != nullptr && !stopped) [[unlikely]] observe(*scope);
-        return true;
+        if (stop_scope* scope = scope_of(h); scope != nullptr) [[unlikely]] return suspend_observing(*scope, start);
+        return !start(false);
     }
     // First thing in await_resume: the scope no longer reaches the operation.
     void leave_scope() noexcept { stop_scope::detach(*this); }
@@ -89,6 +85,16 @@ protected:
     }
 
 private:
+    template <class Start>
+    [[gnu::noinline]] bool suspend_observing(stop_scope& scope, Start start) {
+        // Stopped: as the reactor has processed it, or a root's token already stopped and
+        // its stop still on its way (the operation must not start then either).
+        const bool stopped = scope.stopped() || scope.stop_requested();
+        if (start(stopped)) return false;
+        if (!stopped) observe(scope);
+        return true;
+    }
+
     // The frame is destroyed while the operation waits or its report is queued.
     [[gnu::cold, gnu::noinline]] void abandon() noexcept {
         stop_scope::detach(*this);
