@@ -44,24 +44,39 @@
 
 namespace tisock::detail {
 
+// The options an accepted socket does without: a socket keeps its timeout, port and error
+// callback itself, and the rest here, made only for the sockets the user creates (and for
+// an accepted one on its first host() or setter that needs it).
+struct created_options {
+    std::string host;
+    int listen_queue_size;
+    std::function<void(tcp&)> connected;
+    std::function<void(tcp&, tcp)> accepted;
+};
+
 // One per connection, recycled per thread (recycled_allocation): a server that closes a
 // connection and accepts the next allocates nothing for it.
 class socket_impl final : public reactor_member, public recycled_allocation {
 public:
-    socket_impl(reactor& r, tcp_options options) : reactor_(&r), options_(std::move(options)) {
+    socket_impl(reactor& r, tcp_options options)
+        : reactor_(&r),
+          timeout_(options.timeout),
+          port_(options.port),
+          error_(std::move(options.error)),
+          created_(new created_options{std::move(options.host), options.listen_queue_size,
+                                       std::move(options.connected), std::move(options.accepted)}) {
         // The options are validated as their setters do.
-        check_queue_size(options_.listen_queue_size);
-        check_timeout(options_.timeout);
+        check_queue_size(created_->listen_queue_size);
+        check_timeout(timeout_);
         attach_to(r);
     }
 
     // An accepted connection (its descriptor is adopted next): built in place, without a
     // tcp_options to move from. The accept options were validated when the accept started.
     socket_impl(reactor& r, const pending_connection& c, const accept_options& accepted)
-        : reactor_(&r), inbound_(true), unformatted_peer_(c.peer) {
-        options_.port = format_port(c.peer);  // host(): formatted on first use
-        options_.timeout = accepted.timeout;
-        if (accepted.error) options_.error = accepted.error;
+        : reactor_(&r), inbound_(true), unformatted_peer_(c.peer), timeout_(accepted.timeout), port_(format_port(c.peer)) {
+        // host(): formatted on first use
+        if (accepted.error) error_ = accepted.error;
         attach_to(r);
     }
 
@@ -85,15 +100,22 @@ public:
     state current_state() const noexcept { return state_; }
     bool is_connecting() const noexcept { return connecting_; }
     bool read_pending() const noexcept { return reading_ != nullptr || read_report_queued_; }
-    const tcp_options& options() const noexcept { return options_; }
+    // The options' values when a socket has none of its own (an empty handle, or the
+    // created_options of an accepted socket that never needed them).
+    static const tcp_options& defaults() noexcept {
+        static const tcp_options none;
+        return none;
+    }
+    int port() const noexcept { return port_; }
+    std::chrono::milliseconds timeout() const noexcept { return timeout_; }
+    int listen_queue_size() const noexcept {
+        return created_ ? created_->listen_queue_size : defaults().listen_queue_size;
+    }
     // An inbound socket's host is its peer's address, turned into text only when asked for
     // (inet_ntop costs more than the rest of an accept).
     const std::string& host() {
-        if (unformatted_peer_.family != AF_UNSPEC) {
-            options_.host = format_host(unformatted_peer_.storage());
-            unformatted_peer_.family = AF_UNSPEC;
-        }
-        return options_.host;
+        if (unformatted_peer_.family != AF_UNSPEC) [[unlikely]] format_peer();
+        return created_ ? created_->host : defaults().host;
     }
     int native_handle() const noexcept { return d_ != nullptr ? d_->fd : -1; }
     reactor& owner() const {
@@ -102,14 +124,19 @@ public:
     }
 
     // host, port and timeout are fixed while connected, listening or connecting.
-    template <class Field, class Value>
-    void set_fixed_property(Field tcp_options::*field, Value&& v, const char* name) {
-        if (state_ == state::connected || state_ == state::listening || connecting_) {
-            throw state_error(std::string("tisock: cannot set ") + name + " while the socket is " +
-                              std::string(connecting_ ? "connecting" : to_string(state_)));
-        }
-        (void)host();  // settle a lazily formatted peer address before anything replaces it
-        options_.*field = std::forward<Value>(v);
+    void set_host(std::string h) {
+        check_settable("host");
+        unformatted_peer_.family = AF_UNSPEC;  // a lazily formatted peer address is replaced
+        created().host = std::move(h);
+    }
+    void set_port(int p) {
+        check_settable("port");
+        port_ = p;
+    }
+    void set_timeout(std::chrono::milliseconds t) {
+        check_timeout(t);
+        check_settable("timeout");
+        timeout_ = t;
     }
     static void check_queue_size(int n) {
         if (n < 0) throw std::invalid_argument("tisock: listen_queue_size must be >= 0");
@@ -119,12 +146,11 @@ public:
     }
     void set_listen_queue_size(int n) {
         check_queue_size(n);
-        options_.listen_queue_size = n;
+        created().listen_queue_size = n;
     }
-    template <class F>
-    void set_callback(F tcp_options::*field, F f) {
-        options_.*field = std::move(f);
-    }
+    void set_connected(std::function<void(tcp&)> f) { created().connected = std::move(f); }
+    void set_error(error_callback f) { error_ = std::move(f); }
+    void set_accepted(std::function<void(tcp&, tcp)> f) { created().accepted = std::move(f); }
 
     std::string local_host() const { return local_address().first; }
     int local_port() const { return local_address().second; }
@@ -153,8 +179,8 @@ public:
     // already when they are made (API.md: violations throw state_error at the call).
     host_spec check_can_connect() const {
         check_can_start("connect()");
-        check_port(options_.port, port_use::connect);
-        return classify_host(options_.host, options_.port);
+        check_port(port_, port_use::connect);
+        return classify_host(created_->host, port_);
     }
     void check_can_accept() const {
         check_listening("async_accept()");
@@ -187,7 +213,7 @@ public:
             hold(*waiting);
         }
         loop().add_work();  // the connect itself, in either style
-        if (options_.timeout.count() > 0) loop().schedule_timer(&deadline_, clock::now() + options_.timeout);
+        if (timeout_.count() > 0) loop().schedule_timer(&deadline_, clock::now() + timeout_);
         if (!connect_) connect_ = std::make_unique<connector>();
         if (host.numeric) {
             connect_->start_literal(host.literal);
@@ -195,7 +221,7 @@ public:
             return;
         }
         try {
-            connect_->start_lookup(options_.host, options_.port, *reactor_, [this](resolve_job& done) { on_resolved(done); });
+            connect_->start_lookup(created_->host, port_, *reactor_, [this](resolve_job& done) { on_resolved(done); });
         } catch (...) {  // no worker could start: the connect never began
             if (connect_waiter_ != nullptr) std::exchange(connect_waiter_, nullptr)->status = op_status::idle;
             socket_ref keep = end_connecting();
@@ -219,7 +245,7 @@ public:
         }
         state_ = state::listening;
         ++attempt_;
-        if (options_.port == 0) options_.port = local_port();
+        if (port_ == 0) port_ = local_port();
     }
 
     static void check_accept_options(const accept_options& o) { check_timeout(o.timeout); }
@@ -461,6 +487,23 @@ private:
         throw std::system_error(ec, "tisock: try_write");
     }
 
+    [[gnu::cold, gnu::noinline]] void format_peer() {
+        created().host = format_host(unformatted_peer_.storage());
+        unformatted_peer_.family = AF_UNSPEC;
+    }
+    created_options& created() {
+        if (!created_) [[unlikely]] {
+            created_ = std::make_unique<created_options>(created_options{{}, defaults().listen_queue_size, {}, {}});
+        }
+        return *created_;
+    }
+    void check_settable(const char* name) const {
+        if (state_ == state::connected || state_ == state::listening || connecting_) {
+            throw state_error(std::string("tisock: cannot set ") + name + " while the socket is " +
+                              std::string(connecting_ ? "connecting" : to_string(state_)));
+        }
+    }
+
     void check_connected(const char* what) const {
         if (state_ != state::connected) [[unlikely]] throw_not_connected(what);
     }
@@ -505,24 +548,25 @@ private:
 
     // listen()'s work after the state check: validates host and port, resolves, binds.
     void open_listening_socket() {
-        check_port(options_.port, port_use::listen);
-        if (options_.host.empty()) {
+        const std::string& host_name = created_->host;
+        check_port(port_, port_use::listen);
+        if (host_name.empty()) {
             throw std::invalid_argument("tisock: listen() needs a host: INADDR_ANY (all interfaces) is not supported");
         }
-        host_spec host = classify_host(options_.host, options_.port);
+        host_spec host = classify_host(host_name, port_);
         std::vector<endpoint> endpoints;
         if (host.numeric) {
             endpoints.push_back(host.literal);
         } else {
             int sys_errno = 0;
-            if (int rc = resolve_blocking(options_.host, options_.port, endpoints, sys_errno); rc != 0) {
+            if (int rc = resolve_blocking(host_name, port_, endpoints, sys_errno); rc != 0) {
                 std::error_code ec = rc == EAI_SYSTEM ? errno_code(sys_errno) : std::error_code(rc, resolver_category());
-                throw std::system_error(ec, "tisock: listen() could not resolve host \"" + options_.host + "\"");
+                throw std::system_error(ec, "tisock: listen() could not resolve host \"" + host_name + "\"");
             }
         }
         for (const endpoint& e : endpoints) {
             if (is_wildcard(e)) {
-                throw std::invalid_argument("tisock: host \"" + options_.host +
+                throw std::invalid_argument("tisock: host \"" + host_name +
                                             "\" is a wildcard address: INADDR_ANY is not supported");
             }
         }
@@ -540,7 +584,7 @@ private:
             ec = open_listener(e);
             if (!ec) return;
         }
-        throw std::system_error(ec, "tisock: listen() on " + options_.host + ":" + std::to_string(options_.port));
+        throw std::system_error(ec, "tisock: listen() on " + host_name + ":" + std::to_string(port_));
     }
 
     std::error_code open_listener(const endpoint& e) {
@@ -720,7 +764,7 @@ private:
                 if (!hand_over(&c)) return;
                 continue;
             }
-            l.pending.push_or_refuse(c, std::size_t(options_.listen_queue_size));
+            l.pending.push_or_refuse(c, std::size_t(created_->listen_queue_size));
         }
     }
 
@@ -842,7 +886,7 @@ private:
     // The head of the queue starts sending: its timeout runs from now.
     void start_head_write() {
         d_->writer = &write_waiter_;
-        if (options_.timeout.count() > 0) loop().schedule_timer(&deadline_, clock::now() + options_.timeout);
+        if (timeout_.count() > 0) loop().schedule_timer(&deadline_, clock::now() + timeout_);
     }
 
     void unlink_write(write_op& op) noexcept {
@@ -1073,7 +1117,6 @@ private:
 
     reactor* reactor_;
     std::size_t refs_ = 0;
-    tcp_options options_;
     state state_ = state::initialized;
     // Counts connect() and listen() calls: a notification queued for an earlier attempt
     // (an error callback, a connect report) is dropped, never delivered to the next one.
@@ -1098,6 +1141,12 @@ private:
     socket_ref abandoned_connect_reference_;  // released at the end of abandon_reactor
     std::unique_ptr<connector> connect_;  // made by the first connect()
     inet_address unformatted_peer_;  // inbound sockets until host() is first read
+
+    // The options, split by who needs them (see created_options).
+    std::chrono::milliseconds timeout_{0};
+    int port_ = 0;
+    error_callback error_;
+    std::unique_ptr<created_options> created_;
 
     // What only a listener needs, made by listen(): an idle connection stays small.
     struct listener_state {
