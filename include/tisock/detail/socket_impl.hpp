@@ -54,9 +54,20 @@ struct created_options {
     std::function<void(tcp&, tcp)> accepted;
 };
 
+// A socket's own readiness and timer hooks are bases of it, so that their callbacks reach
+// the socket with a static_cast instead of a back pointer in each (the readable one first,
+// at offset 0: the cast costs nothing on the path of every read).
+struct readable_hook : io_waiter {};
+struct writable_hook : io_waiter {};
+struct deadline_hook : timer_node {};  // connect timeout, or the timeout of the head write
+
 // One per connection, recycled per thread (recycled_allocation): a server that closes a
 // connection and accepts the next allocates nothing for it.
-class socket_impl final : public reactor_member, public recycled_allocation {
+class socket_impl final : private readable_hook,
+                          public reactor_member,
+                          public recycled_allocation,
+                          private writable_hook,
+                          private deadline_hook {
 public:
     socket_impl(reactor& r, tcp_options options)
         : reactor_(&r),
@@ -74,7 +85,7 @@ public:
     // An accepted connection (its descriptor is adopted next): built in place, without a
     // tcp_options to move from. The accept options were validated when the accept started.
     socket_impl(reactor& r, const pending_connection& c, const accept_options& accepted)
-        : reactor_(&r), inbound_(true), unformatted_peer_(c.peer), timeout_(accepted.timeout), port_(format_port(c.peer)) {
+        : reactor_(&r), inbound_(true), timeout_(accepted.timeout), port_(c.port), unformatted_peer_(c.peer) {
         // host(): formatted on first use
         if (accepted.error) error_ = accepted.error;
         attach_to(r);
@@ -86,7 +97,7 @@ public:
     // The last handle and the last operation are gone: close silently.
     ~socket_impl() {
         if (reactor_ == nullptr) return;
-        release_resources();
+        (void)release_resources();  // nothing is connecting: a connect holds a reference
         loop().remove_member(this);
     }
 
@@ -213,7 +224,7 @@ public:
             hold(*waiting);
         }
         loop().add_work();  // the connect itself, in either style
-        if (timeout_.count() > 0) loop().schedule_timer(&deadline_, clock::now() + timeout_);
+        if (timeout_.count() > 0) loop().schedule_timer(deadline(), clock::now() + timeout_);
         if (!connect_) connect_ = std::make_unique<connector>();
         if (host.numeric) {
             connect_->start_literal(host.literal);
@@ -456,6 +467,7 @@ private:
         complete_later(op);
     }
 
+    // The listener's hooks (listener_state) point back to their socket.
     struct waiter : io_waiter {
         socket_impl* self = nullptr;
     };
@@ -465,16 +477,23 @@ private:
 
     // Wires the socket's readiness and timer callbacks and joins the reactor's members.
     void attach_to(reactor& r) noexcept {
-        read_waiter_.self = write_waiter_.self = this;
-        read_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_readable(); };
-        write_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_writable(); };
-        deadline_.self = this;
-        deadline_.on_expire = [](timer_node* t) { static_cast<socket_timer*>(t)->self->on_deadline(); };
+        readable_hook::on_ready = [](io_waiter* w) {
+            static_cast<socket_impl&>(static_cast<readable_hook&>(*w)).on_readable();
+        };
+        writable_hook::on_ready = [](io_waiter* w) {
+            static_cast<socket_impl&>(static_cast<writable_hook&>(*w)).on_writable();
+        };
+        deadline_hook::on_expire = [](timer_node* t) {
+            static_cast<socket_impl&>(static_cast<deadline_hook&>(*t)).on_deadline();
+        };
         abandon = [](reactor_member* m) { static_cast<socket_impl*>(m)->abandon_reactor(); };
         reactor_access::core(r).add_member(this);
     }
 
     loop_core& loop() const noexcept { return reactor_access::core(*reactor_); }
+    io_waiter* reader() noexcept { return static_cast<readable_hook*>(this); }
+    io_waiter* writer() noexcept { return static_cast<writable_hook*>(this); }
+    timer_node* deadline() noexcept { return static_cast<deadline_hook*>(this); }
 
     void check_reactor() const {
         if (reactor_ == nullptr) throw state_error("tisock: the socket's reactor has been destroyed");
@@ -488,7 +507,7 @@ private:
     }
 
     [[gnu::cold, gnu::noinline]] void format_peer() {
-        created().host = format_host(unformatted_peer_.storage());
+        created().host = format_host(unformatted_peer_);
         unformatted_peer_.family = AF_UNSPEC;
     }
     created_options& created() {
@@ -533,7 +552,7 @@ private:
         int error = 0;
         d_ = loop().open_descriptor(fd, error);
         if (d_ != nullptr) {
-            d_->reader = &read_waiter_;  // for the descriptor's life: a read never registers
+            d_->reader = reader();  // for the descriptor's life: a read never registers
             return {};
         }
         (void)sys::close(fd);
@@ -635,7 +654,7 @@ private:
                 return;
             }
             if (r.error == EINPROGRESS) {
-                d_->writer = &write_waiter_;
+                d_->writer = writer();
                 return;
             }
             connect_->candidate_failed(errno_code(r.error));
@@ -659,7 +678,7 @@ private:
     // Returns the reference the connect held: callers keep it until they are done.
     [[nodiscard]] socket_ref end_connecting() noexcept {
         connecting_ = false;
-        loop().cancel_timer(&deadline_);
+        loop().cancel_timer(deadline());
         loop().remove_work();
         return std::move(connect_keepalive_);
     }
@@ -741,8 +760,8 @@ private:
                 if (!hand_over(nullptr)) return;
                 continue;
             }
-            pending_connection c;
-            sys::result r = sys::accept(d_->fd, &c.peer);
+            sockaddr_storage peer;  // accept(2) fills it: not zeroed at every attempt
+            sys::result r = sys::accept(d_->fd, &peer);
             if (!r) {
                 if (r.error == EAGAIN || r.error == EWOULDBLOCK) {
                     d_->read_ready = false;
@@ -759,7 +778,7 @@ private:
                 fail(errno_code(r.error));
                 return;
             }
-            c.fd = int(r.value);
+            const pending_connection c(int(r.value), peer);
             if (accepting_ != nullptr) {  // nothing is pending: straight to the accept
                 if (!hand_over(&c)) return;
                 continue;
@@ -885,8 +904,8 @@ private:
 
     // The head of the queue starts sending: its timeout runs from now.
     void start_head_write() {
-        d_->writer = &write_waiter_;
-        if (timeout_.count() > 0) loop().schedule_timer(&deadline_, clock::now() + timeout_);
+        d_->writer = writer();
+        if (timeout_.count() > 0) loop().schedule_timer(deadline(), clock::now() + timeout_);
     }
 
     void unlink_write(write_op& op) noexcept {
@@ -896,7 +915,7 @@ private:
     // The head write left the queue (sent, or its owner went away): its timeout ends, and
     // the next write starts sending with its own, or nothing waits for room anymore.
     void head_write_left() {
-        loop().cancel_timer(&deadline_);
+        loop().cancel_timer(deadline());
         if (d_ == nullptr) return;
         if (writes_.empty()) {
             d_->writer = nullptr;
@@ -1057,7 +1076,7 @@ private:
                 finish_pending(*op, ec);
             }
         }
-        loop().cancel_timer(&deadline_);
+        loop().cancel_timer(deadline());
         cancel_backoff();
         while (write_op* w = writes_.pop()) finish_pending(*w, ec);
         if (shutdown_ != nullptr) finish_pending(*std::exchange(shutdown_, nullptr), ec);
@@ -1082,17 +1101,20 @@ private:
     void notify_connected();                             // defined in tcp.hpp (needs tcp)
 
     // Handles dropped or reactor gone: free what the socket holds without any callback.
-    void release_resources() noexcept {
+    // Returns the reference a connect in flight held (only abandon_reactor has one).
+    [[nodiscard]] socket_ref release_resources() noexcept {
         cancel_resolution();
-        loop().cancel_timer(&deadline_);
+        loop().cancel_timer(deadline());
         cancel_backoff();
+        socket_ref connect_reference;
         if (connecting_) {
             connecting_ = false;
             loop().remove_work();
-            connect_keepalive_.swap(abandoned_connect_reference_);  // see abandon_reactor
+            connect_reference = std::move(connect_keepalive_);
         }
         release_descriptor();
         reset_pending();
+        return connect_reference;
     }
 
     // The reactor is being destroyed: drop every operation without running it (coroutine
@@ -1109,42 +1131,38 @@ private:
         drop(std::exchange(connect_waiter_, nullptr));
         drop(std::exchange(shutdown_, nullptr));
         while (write_op* w = writes_.pop()) drop(w);
-        release_resources();
+        socket_ref connect_reference = release_resources();  // may be the last: `keep` defers it
         state_ = state::closed;
         reactor_ = nullptr;
-        abandoned_connect_reference_.reset();  // may be the last reference: `keep` defers it
     }
 
+    // (Ordered by size, so that an idle connection carries no padding.)
     reactor* reactor_;
-    std::size_t refs_ = 0;
-    state state_ = state::initialized;
+    descriptor_state* d_ = nullptr;
+    std::uint32_t refs_ = 0;
     // Counts connect() and listen() calls: a notification queued for an earlier attempt
     // (an error callback, a connect report) is dropped, never delivered to the next one.
     std::uint32_t attempt_ = 0;
+    std::uint32_t reports_queued_ = 0;  // this socket's operations finished, not reported yet
+    state state_ = state::initialized;
     bool connecting_ = false;
     bool inbound_ = false;
     bool shutdown_requested_ = false;
-    descriptor_state* d_ = nullptr;
-    waiter read_waiter_;
-    waiter write_waiter_;
-    socket_timer deadline_;  // connect timeout, or the timeout of the head write
+    bool read_report_queued_ = false;  // a finished read whose report has not run yet
 
     read_op* reading_ = nullptr;
-    bool read_report_queued_ = false;  // a finished read whose report has not run yet
-    std::uint32_t reports_queued_ = 0;  // this socket's operations finished, not reported yet
     accept_op* accepting_ = nullptr;  // accept() and async_accept() share this slot
     connect_op* connect_waiter_ = nullptr;
     write_queue writes_;
     shutdown_op* shutdown_ = nullptr;
 
-    socket_ref connect_keepalive_;            // held while connecting
-    socket_ref abandoned_connect_reference_;  // released at the end of abandon_reactor
+    socket_ref connect_keepalive_;        // held while connecting
     std::unique_ptr<connector> connect_;  // made by the first connect()
-    inet_address unformatted_peer_;  // inbound sockets until host() is first read
 
     // The options, split by who needs them (see created_options).
     std::chrono::milliseconds timeout_{0};
     int port_ = 0;
+    inet_address unformatted_peer_;  // inbound sockets until host() is first read
     error_callback error_;
     std::unique_ptr<created_options> created_;
 
