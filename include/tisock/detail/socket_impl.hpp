@@ -44,6 +44,15 @@
 
 namespace tisock::detail {
 
+// A unique_ptr deleter that deletes out of line: what a socket rarely has (a listener's or
+// a connect's state) costs its destructor a null check, not an inlined destructor's frame.
+template <class T>
+struct cold_delete {
+    [[gnu::cold, gnu::noinline]] void operator()(T* p) const noexcept { delete p; }
+};
+template <class T>
+using rare_ptr = std::unique_ptr<T, cold_delete<T>>;
+
 // The options an accepted socket does without: a socket keeps its timeout, port and error
 // callback itself, and the rest here, made only for the sockets the user creates (and for
 // an accepted one on its first host() or setter that needs it).
@@ -97,7 +106,9 @@ public:
     // The last handle and the last operation are gone: close silently.
     ~socket_impl() {
         if (reactor_ == nullptr) return;
-        (void)release_resources();  // nothing is connecting: a connect holds a reference
+        // Usually close() or a failure released everything already. (Nothing is
+        // connecting: a connect holds a reference.)
+        if (d_ != nullptr || connect_ || listener_ || deadline()->armed()) (void)release_resources();
         loop().remove_member(this);
     }
 
@@ -225,7 +236,7 @@ public:
         }
         loop().add_work();  // the connect itself, in either style
         if (timeout_.count() > 0) loop().schedule_timer(deadline(), clock::now() + timeout_);
-        if (!connect_) connect_ = std::make_unique<connector>();
+        if (!connect_) connect_.reset(new connector);
         if (host.numeric) {
             connect_->start_literal(host.literal);
             try_next_candidate(true);
@@ -512,7 +523,7 @@ private:
     }
     created_options& created() {
         if (!created_) [[unlikely]] {
-            created_ = std::make_unique<created_options>(created_options{{}, defaults().listen_queue_size, {}, {}});
+            created_.reset(new created_options{{}, defaults().listen_queue_size, {}, {}});
         }
         return *created_;
     }
@@ -590,7 +601,7 @@ private:
             }
         }
         if (!listener_) {
-            listener_ = std::make_unique<listener_state>(*this);
+            listener_.reset(new listener_state(*this));
             listener_->backoff.self = this;
             listener_->backoff.on_expire = [](timer_node* t) {
                 static_cast<socket_timer*>(t)->self->on_accept_backoff();
@@ -1157,14 +1168,14 @@ private:
     shutdown_op* shutdown_ = nullptr;
 
     socket_ref connect_keepalive_;        // held while connecting
-    std::unique_ptr<connector> connect_;  // made by the first connect()
+    rare_ptr<connector> connect_;  // made by the first connect()
 
     // The options, split by who needs them (see created_options).
     std::chrono::milliseconds timeout_{0};
     int port_ = 0;
     inet_address unformatted_peer_;  // inbound sockets until host() is first read
     error_callback error_;
-    std::unique_ptr<created_options> created_;
+    rare_ptr<created_options> created_;
 
     // What only a listener needs, made by listen(): an idle connection stays small.
     struct listener_state {
@@ -1174,7 +1185,7 @@ private:
         accept_op flagged_accept;                // the callback accept() flag
         explicit listener_state(socket_impl& s) noexcept : flagged_accept(s) {}
     };
-    std::unique_ptr<listener_state> listener_;
+    rare_ptr<listener_state> listener_;
 
     static constexpr std::chrono::milliseconds accept_backoff{100};
 
