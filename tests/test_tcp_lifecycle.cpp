@@ -180,6 +180,46 @@ TEST_CASE_FIXTURE(socket_test, "host, port and timeout can be set when initializ
     check_nothing_left(r, fds);
 }
 
+TEST_CASE_FIXTURE(socket_test, "an accepted socket's options: the peer's host and port, the accept's timeout, defaults for the rest, all settable once closed") {
+    TISOCK_LOOPBACK_HOSTS(host);
+
+    std::vector<tcp> inbound;
+    tcp listener = make_listener(r, host, {.accepted = [&](tcp& l, tcp in) {
+                                               inbound.push_back(in);
+                                               l.accept({.timeout = 333ms});
+                                           }});
+    listener.accept({.timeout = 333ms});
+    raw_peer a = raw_peer::connect(host, listener.port());
+    raw_peer b = raw_peer::connect(host, listener.port());
+    REQUIRE(run_until(r, [&] { return inbound.size() == 2; }));
+    for (const tcp& in : inbound) {
+        CHECK(in.timeout() == 333ms);
+        CHECK(in.listen_queue_size() == 128);
+        CHECK(in.port() > 0);
+        CHECK(in.port() != listener.port());
+        in.close();
+    }
+    // The peer's host, formatted on first use, survives the other setters...
+    inbound[0].set_port(1234);
+    inbound[0].set_timeout(5ms);
+    inbound[0].set_listen_queue_size(9);
+    inbound[0].set_connected([](tcp&) {});
+    inbound[0].set_accepted([](tcp&, tcp) {});
+    CHECK(inbound[0].host() == host);
+    CHECK(inbound[0].port() == 1234);
+    CHECK(inbound[0].timeout() == 5ms);
+    CHECK(inbound[0].listen_queue_size() == 9);
+    // ... and set_host replaces it, read or not.
+    inbound[1].set_host("10.1.2.3");
+    CHECK(inbound[1].host() == "10.1.2.3");
+    CHECK(inbound[1].listen_queue_size() == 128);
+    listener.close();
+    inbound.clear();
+    a.close();
+    b.close();
+    check_nothing_left(r, fds);
+}
+
 TEST_CASE_FIXTURE(socket_test, "callback connect: in flight while initialized, connected set before the callback, inbound sockets") {
     TISOCK_LOOPBACK_HOSTS(host);
 

@@ -133,9 +133,11 @@ public:
         static const std::string none;
         return impl_ ? impl_->host() : none;
     }
-    int port() const noexcept { return options().port; }
-    std::chrono::milliseconds timeout() const noexcept { return options().timeout; }
-    int listen_queue_size() const noexcept { return options().listen_queue_size; }
+    int port() const noexcept { return impl_ ? impl_->port() : 0; }
+    std::chrono::milliseconds timeout() const noexcept { return impl_ ? impl_->timeout() : std::chrono::milliseconds(0); }
+    int listen_queue_size() const noexcept {
+        return impl_ ? impl_->listen_queue_size() : detail::socket_impl::defaults().listen_queue_size;
+    }
     bool is_connecting() const noexcept { return impl_ && impl_->is_connecting(); }
     std::string local_host() const { return impl_ ? impl_->local_host() : std::string(); }
     int local_port() const { return impl_ ? impl_->local_port() : 0; }
@@ -143,19 +145,13 @@ public:
     reactor& get_reactor() const { return impl().owner(); }
 
     // host, port and timeout throw state_error while connected, listening or connecting.
-    void set_host(std::string host) const { impl().set_fixed_property(&tcp_options::host, std::move(host), "host"); }
-    void set_port(int port) const { impl().set_fixed_property(&tcp_options::port, port, "port"); }
-    void set_timeout(std::chrono::milliseconds t) const {
-        detail::socket_impl& s = impl();
-        detail::socket_impl::check_timeout(t);
-        s.set_fixed_property(&tcp_options::timeout, t, "timeout");
-    }
+    void set_host(std::string host) const { impl().set_host(std::move(host)); }
+    void set_port(int port) const { impl().set_port(port); }
+    void set_timeout(std::chrono::milliseconds t) const { impl().set_timeout(t); }
     void set_listen_queue_size(int n) const { impl().set_listen_queue_size(n); }
-    void set_connected(std::function<void(tcp&)> f) const { impl().set_callback(&tcp_options::connected, std::move(f)); }
-    void set_error(error_callback f) const { impl().set_callback(&tcp_options::error, std::move(f)); }
-    void set_accepted(std::function<void(tcp&, tcp)> f) const {
-        impl().set_callback(&tcp_options::accepted, std::move(f));
-    }
+    void set_connected(std::function<void(tcp&)> f) const { impl().set_connected(std::move(f)); }
+    void set_error(error_callback f) const { impl().set_error(std::move(f)); }
+    void set_accepted(std::function<void(tcp&, tcp)> f) const { impl().set_accepted(std::move(f)); }
 
     // Beyond the spec, on connected sockets.
     void set_no_delay(bool on) const { impl().set_socket_option(IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0, "set_no_delay"); }
@@ -362,10 +358,6 @@ private:
     [[noreturn, gnu::cold, gnu::noinline]] static void throw_empty() {
         throw state_error("tisock: an empty tcp handle (default-constructed or moved from)");
     }
-    const tcp_options& options() const noexcept {
-        static const tcp_options defaults;
-        return impl_ ? impl_->options() : defaults;
-    }
 
     detail::socket_ref impl_;
 };
@@ -422,17 +414,17 @@ inline bool tcp_access::read_pending(const tcp& s) noexcept { return s.impl_ && 
 inline void tcp_access::check_can_write(const tcp& s, const char* what) { s.impl().check_can_write(what); }
 
 inline void socket_impl::notify_connected() {
-    if (!options_.connected) return;
+    if (!created_ || !created_->connected) return;
     tcp self(socket_ref(this));
-    auto callback = options_.connected;  // the callback may replace itself
+    auto callback = created_->connected;  // the callback may replace itself
     callback(self);
 }
 
 inline void socket_impl::queue_error_notification(std::error_code ec) {
     loop().defer_call([keep = socket_ref(this), ec, attempt = attempt_] {
-        if (!keep->options_.error || keep->attempt_ != attempt) return;
+        if (!keep->error_ || keep->attempt_ != attempt) return;
         tcp self(keep);
-        auto callback = keep->options_.error;
+        auto callback = keep->error_;
         callback(self, ec.message(), ec);
     });
 }
@@ -448,9 +440,9 @@ inline void socket_impl::deliver_flagged_accept(accept_op* op) {
         }
         return;
     }
-    if (!options_.accepted) return;  // nobody takes it: the inbound socket closes
+    if (!created_->accepted) return;  // nobody takes it: the inbound socket closes
     tcp self(listener);
-    auto callback = options_.accepted;
+    auto callback = created_->accepted;
     callback(self, tcp(std::move(inbound)));
 }
 

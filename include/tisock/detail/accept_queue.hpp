@@ -7,14 +7,20 @@
 #include <cstddef>
 #include <deque>
 
+#include <tisock/detail/address.hpp>
 #include <tisock/detail/sys.hpp>
 
 namespace tisock::detail {
 
-// A connection accept(2)ed from the kernel, not yet wrapped in a socket.
+// A connection accept(2)ed from the kernel, not yet wrapped in a socket: its peer kept
+// small (its host is formatted only if the application asks).
 struct pending_connection {
     int fd = -1;
-    sockaddr_storage peer{};
+    int port = 0;
+    inet_address peer;
+
+    pending_connection(int accepted, const sockaddr_storage& from) noexcept
+        : fd(accepted), port(format_port(from)), peer(from) {}
 };
 
 // The kernel's backlog is only a hint, so listeners drain the kernel queue into this one

@@ -166,34 +166,34 @@ inline int resolve_blocking(const std::string& host, int port, std::vector<endpo
     return out.empty() ? EAI_NONAME : 0;
 }
 
-// An IPv4 or IPv6 address in 28 bytes instead of sockaddr_storage's 128 (kept by every
-// accepted socket). family == AF_UNSPEC when empty.
-union inet_address {
-    sa_family_t family;
-    sockaddr_in v4;
-    sockaddr_in6 v6;
+// A peer's IPv4 or IPv6 address, without its port, in 20 bytes instead of
+// sockaddr_storage's 128 (kept by every accepted socket until its host is read; only the
+// address goes into the text). family == AF_UNSPEC when empty.
+struct inet_address {
+    sa_family_t family = AF_UNSPEC;
+    union {
+        in_addr v4;
+        in6_addr v6;
+    } ip;
 
-    inet_address() noexcept : family(AF_UNSPEC) {}
-    explicit inet_address(const sockaddr_storage& s) noexcept : inet_address() {
-        if (s.ss_family == AF_INET) std::memcpy(&v4, &s, sizeof v4);
-        if (s.ss_family == AF_INET6) std::memcpy(&v6, &s, sizeof v6);
-    }
-    sockaddr_storage storage() const noexcept {
-        sockaddr_storage s{};
-        std::memcpy(&s, this, sizeof *this);
-        return s;
+    inet_address() noexcept = default;
+    explicit inet_address(const sockaddr_storage& s) noexcept {
+        if (s.ss_family == AF_INET) {
+            family = AF_INET;
+            ip.v4 = reinterpret_cast<const sockaddr_in*>(&s)->sin_addr;
+        } else if (s.ss_family == AF_INET6) {
+            family = AF_INET6;
+            ip.v6 = reinterpret_cast<const sockaddr_in6*>(&s)->sin6_addr;
+        }
     }
 };
 
-inline std::string format_host(const sockaddr_storage& s) {
+inline std::string format_host(const inet_address& a) {
     char text[INET6_ADDRSTRLEN + 1] = {};
-    if (s.ss_family == AF_INET) {
-        ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&s)->sin_addr, text, sizeof text);
-    } else if (s.ss_family == AF_INET6) {
-        ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&s)->sin6_addr, text, sizeof text);
-    }
+    if (a.family == AF_INET || a.family == AF_INET6) ::inet_ntop(a.family, &a.ip, text, sizeof text);
     return text;
 }
+inline std::string format_host(const sockaddr_storage& s) { return format_host(inet_address(s)); }
 
 inline int format_port(const sockaddr_storage& s) noexcept {
     if (s.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&s)->sin_port);

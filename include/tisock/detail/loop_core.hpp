@@ -126,18 +126,9 @@ public:
     // Registers `fd` with the backend, once for its life. Returns nullptr and sets `error`
     // on failure (the descriptor is not closed).
     descriptor_state* open_descriptor(int fd, int& error) {
+        if (free_descriptors_ == nullptr) [[unlikely]] add_descriptor_chunk();
         descriptor_state* d = free_descriptors_;
-        if (d != nullptr) {
-            free_descriptors_ = d->next;
-        } else {
-            // Room first, so that push_back cannot throw after the new. Doubling: growing
-            // by one would move the whole pool at every new peak (quadratic in connections).
-            if (descriptor_pool_.size() == descriptor_pool_.capacity()) {
-                descriptor_pool_.reserve(std::max<std::size_t>(64, 2 * descriptor_pool_.capacity()));
-            }
-            d = new descriptor_state;
-            descriptor_pool_.push_back(d);
-        }
+        free_descriptors_ = d->next;
         *d = descriptor_state{};
         d->fd = fd;
         d->write_ready = true;  // a new socket can take bytes; EAGAIN corrects this
@@ -193,7 +184,6 @@ protected:
         }
         destroy_queue(ready_);
         timers_.clear();
-        for (detail::descriptor_state* d : descriptor_pool_) delete d;
     }
 
     void retire(descriptor_state* d) noexcept {
@@ -229,6 +219,19 @@ protected:
             retired_descriptors_ = d->next;
             d->next = free_descriptors_;
             free_descriptors_ = d;
+        }
+    }
+
+    // Descriptor states are allocated descriptor_chunk at a time (no allocation header
+    // and no pool pointer per connection) and never freed before the loop.
+    static constexpr std::size_t descriptor_chunk = 64;
+    [[gnu::noinline]] void add_descriptor_chunk() {
+        auto chunk = std::make_unique<descriptor_state[]>(descriptor_chunk);
+        descriptor_chunks_.push_back(std::move(chunk));  // (frees the chunk if it throws)
+        descriptor_state* states = descriptor_chunks_.back().get();
+        for (std::size_t i = descriptor_chunk; i-- > 0;) {
+            states[i].next = free_descriptors_;
+            free_descriptors_ = &states[i];
         }
     }
 
@@ -364,7 +367,7 @@ protected:
     std::atomic<std::size_t> posted_count_{0};
     std::atomic<bool> stopped_{false};
 
-    std::vector<descriptor_state*> descriptor_pool_;
+    std::vector<std::unique_ptr<descriptor_state[]>> descriptor_chunks_;
     descriptor_state* free_descriptors_ = nullptr;
     descriptor_state* retired_descriptors_ = nullptr;
 

@@ -45,24 +45,59 @@
 
 namespace tisock::detail {
 
+// A unique_ptr deleter that deletes out of line: what a socket rarely has (a listener's or
+// a connect's state) costs its destructor a null check, not an inlined destructor's frame.
+template <class T>
+struct cold_delete {
+    [[gnu::cold, gnu::noinline]] void operator()(T* p) const noexcept { delete p; }
+};
+template <class T>
+using rare_ptr = std::unique_ptr<T, cold_delete<T>>;
+
+// The options an accepted socket does without: a socket keeps its timeout, port and error
+// callback itself, and the rest here, made only for the sockets the user creates (and for
+// an accepted one on its first host() or setter that needs it).
+struct created_options {
+    std::string host;
+    int listen_queue_size;
+    std::function<void(tcp&)> connected;
+    std::function<void(tcp&, tcp)> accepted;
+};
+
+// A socket's own readiness and timer hooks are bases of it, so that their callbacks reach
+// the socket with a static_cast instead of a back pointer in each (the readable one first,
+// at offset 0: the cast costs nothing on the path of every read).
+struct readable_hook : io_waiter {};
+struct writable_hook : io_waiter {};
+struct deadline_hook : timer_node {};  // connect timeout, or the timeout of the head write
+
 // One per connection, recycled per thread (recycled_allocation): a server that closes a
 // connection and accepts the next allocates nothing for it.
-class socket_impl final : public reactor_member, public recycled_allocation {
+class socket_impl final : private readable_hook,
+                          public reactor_member,
+                          public recycled_allocation,
+                          private writable_hook,
+                          private deadline_hook {
 public:
-    socket_impl(reactor& r, tcp_options options) : reactor_(&r), options_(std::move(options)) {
+    socket_impl(reactor& r, tcp_options options)
+        : reactor_(&r),
+          timeout_(options.timeout),
+          port_(options.port),
+          error_(std::move(options.error)),
+          created_(new created_options{std::move(options.host), options.listen_queue_size,
+                                       std::move(options.connected), std::move(options.accepted)}) {
         // The options are validated as their setters do.
-        check_queue_size(options_.listen_queue_size);
-        check_timeout(options_.timeout);
+        check_queue_size(created_->listen_queue_size);
+        check_timeout(timeout_);
         attach_to(r);
     }
 
     // An accepted connection (its descriptor is adopted next): built in place, without a
     // tcp_options to move from. The accept options were validated when the accept started.
     socket_impl(reactor& r, const pending_connection& c, const accept_options& accepted)
-        : reactor_(&r), inbound_(true), unformatted_peer_(c.peer) {
-        options_.port = format_port(c.peer);  // host(): formatted on first use
-        options_.timeout = accepted.timeout;
-        if (accepted.error) options_.error = accepted.error;
+        : reactor_(&r), inbound_(true), timeout_(accepted.timeout), port_(c.port), unformatted_peer_(c.peer) {
+        // host(): formatted on first use
+        if (accepted.error) error_ = accepted.error;
         attach_to(r);
     }
 
@@ -72,7 +107,9 @@ public:
     // The last handle and the last operation are gone: close silently.
     ~socket_impl() {
         if (reactor_ == nullptr) return;
-        release_resources();
+        // Usually close() or a failure released everything already. (Nothing is
+        // connecting: a connect holds a reference.)
+        if (d_ != nullptr || connect_ || listener_ || deadline()->armed()) (void)release_resources();
         loop().remove_member(this);
     }
 
@@ -86,15 +123,22 @@ public:
     state current_state() const noexcept { return state_; }
     bool is_connecting() const noexcept { return connecting_; }
     bool read_pending() const noexcept { return reading_ != nullptr || read_report_queued_; }
-    const tcp_options& options() const noexcept { return options_; }
+    // The options' values when a socket has none of its own (an empty handle, or the
+    // created_options of an accepted socket that never needed them).
+    static const tcp_options& defaults() noexcept {
+        static const tcp_options none;
+        return none;
+    }
+    int port() const noexcept { return port_; }
+    std::chrono::milliseconds timeout() const noexcept { return timeout_; }
+    int listen_queue_size() const noexcept {
+        return created_ ? created_->listen_queue_size : defaults().listen_queue_size;
+    }
     // An inbound socket's host is its peer's address, turned into text only when asked for
     // (inet_ntop costs more than the rest of an accept).
     const std::string& host() {
-        if (unformatted_peer_.family != AF_UNSPEC) {
-            options_.host = format_host(unformatted_peer_.storage());
-            unformatted_peer_.family = AF_UNSPEC;
-        }
-        return options_.host;
+        if (unformatted_peer_.family != AF_UNSPEC) [[unlikely]] format_peer();
+        return created_ ? created_->host : defaults().host;
     }
     int native_handle() const noexcept { return d_ != nullptr ? d_->fd : -1; }
     reactor& owner() const {
@@ -103,14 +147,19 @@ public:
     }
 
     // host, port and timeout are fixed while connected, listening or connecting.
-    template <class Field, class Value>
-    void set_fixed_property(Field tcp_options::*field, Value&& v, const char* name) {
-        if (state_ == state::connected || state_ == state::listening || connecting_) {
-            throw state_error(std::string("tisock: cannot set ") + name + " while the socket is " +
-                              std::string(connecting_ ? "connecting" : to_string(state_)));
-        }
-        (void)host();  // settle a lazily formatted peer address before anything replaces it
-        options_.*field = std::forward<Value>(v);
+    void set_host(std::string h) {
+        check_settable("host");
+        unformatted_peer_.family = AF_UNSPEC;  // a lazily formatted peer address is replaced
+        created().host = std::move(h);
+    }
+    void set_port(int p) {
+        check_settable("port");
+        port_ = p;
+    }
+    void set_timeout(std::chrono::milliseconds t) {
+        check_timeout(t);
+        check_settable("timeout");
+        timeout_ = t;
     }
     static void check_queue_size(int n) {
         if (n < 0) throw std::invalid_argument("tisock: listen_queue_size must be >= 0");
@@ -120,12 +169,11 @@ public:
     }
     void set_listen_queue_size(int n) {
         check_queue_size(n);
-        options_.listen_queue_size = n;
+        created().listen_queue_size = n;
     }
-    template <class F>
-    void set_callback(F tcp_options::*field, F f) {
-        options_.*field = std::move(f);
-    }
+    void set_connected(std::function<void(tcp&)> f) { created().connected = std::move(f); }
+    void set_error(error_callback f) { error_ = std::move(f); }
+    void set_accepted(std::function<void(tcp&, tcp)> f) { created().accepted = std::move(f); }
 
     std::string local_host() const { return local_address().first; }
     int local_port() const { return local_address().second; }
@@ -154,8 +202,8 @@ public:
     // already when they are made (API.md: violations throw state_error at the call).
     host_spec check_can_connect() const {
         check_can_start("connect()");
-        check_port(options_.port, port_use::connect);
-        return classify_host(options_.host, options_.port);
+        check_port(port_, port_use::connect);
+        return classify_host(created_->host, port_);
     }
     void check_can_accept() const {
         check_listening("async_accept()");
@@ -192,15 +240,15 @@ public:
             hold(*waiting);
         }
         loop().add_work();  // the connect itself, in either style
-        if (options_.timeout.count() > 0) loop().schedule_timer(&deadline_, clock::now() + options_.timeout);
-        if (!connect_) connect_ = std::make_unique<connector>();
+        if (timeout_.count() > 0) loop().schedule_timer(deadline(), clock::now() + timeout_);
+        if (!connect_) connect_.reset(new connector);
         if (host.numeric) {
             connect_->start_literal(host.literal);
             try_next_candidate(true);
             return;
         }
         try {
-            connect_->start_lookup(options_.host, options_.port, *reactor_, [this](resolve_job& done) { on_resolved(done); });
+            connect_->start_lookup(created_->host, port_, *reactor_, [this](resolve_job& done) { on_resolved(done); });
         } catch (...) {  // no worker could start: the connect never began
             if (connect_waiter_ != nullptr) std::exchange(connect_waiter_, nullptr)->status = op_status::idle;
             socket_ref keep = end_connecting();
@@ -224,7 +272,7 @@ public:
         }
         state_ = state::listening;
         ++attempt_;
-        if (options_.port == 0) options_.port = local_port();
+        if (port_ == 0) port_ = local_port();
     }
 
     static void check_accept_options(const accept_options& o) { check_timeout(o.timeout); }
@@ -488,7 +536,7 @@ private:
     void keep_unreported(std::span<const std::byte> bytes, bool eof) {
         if (bytes.empty() && !eof) return;
         // Only a read that waited is converted, and a read that waits found nothing kept.
-        kept_ = std::make_unique<kept_input>(kept_input{{bytes.begin(), bytes.end()}, 0, eof});
+        kept_.reset(new kept_input{{bytes.begin(), bytes.end()}, 0, eof});
     }
     [[gnu::cold, gnu::noinline]] void read_kept(read_op& op) noexcept {
         kept_input& k = *kept_;
@@ -501,21 +549,16 @@ private:
     }
 
     // An accepted connection goes back to the front of the listener's queue: the socket
-    // made for it lets go of its descriptor, which leaves the poller open.
+    // made for it lets go of its descriptor, which leaves the poller open. (Rare: the peer
+    // address is read again rather than kept.)
     void return_connection(accept_op& op) {
         socket_ref in = std::move(op.inbound);
         if (!in || in->d_ == nullptr) return;
-        pending_connection c;
-        c.peer = in->peer_address();
-        c.fd = loop().release_descriptor(std::exchange(in->d_, nullptr));
+        sockaddr_storage peer{};
+        (void)sys::getpeername(in->d_->fd, peer);
+        const int fd = loop().release_descriptor(std::exchange(in->d_, nullptr));
         in->state_ = state::closed;
-        listener_->pending.push_front(c);
-    }
-    sockaddr_storage peer_address() const noexcept {
-        if (unformatted_peer_.family != AF_UNSPEC) return unformatted_peer_.storage();
-        sockaddr_storage s{};
-        if (d_ != nullptr) (void)sys::getpeername(d_->fd, s);
-        return s;
+        listener_->pending.push_front(pending_connection(fd, peer));
     }
 
     // Takes a pending operation out of its slot. Status, work and report are the caller's.
@@ -585,6 +628,7 @@ private:
         complete_later(op);
     }
 
+    // The listener's hooks (listener_state) point back to their socket.
     struct waiter : io_waiter {
         socket_impl* self = nullptr;
     };
@@ -594,16 +638,23 @@ private:
 
     // Wires the socket's readiness and timer callbacks and joins the reactor's members.
     void attach_to(reactor& r) noexcept {
-        read_waiter_.self = write_waiter_.self = this;
-        read_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_readable(); };
-        write_waiter_.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->on_writable(); };
-        deadline_.self = this;
-        deadline_.on_expire = [](timer_node* t) { static_cast<socket_timer*>(t)->self->on_deadline(); };
+        readable_hook::on_ready = [](io_waiter* w) {
+            static_cast<socket_impl&>(static_cast<readable_hook&>(*w)).on_readable();
+        };
+        writable_hook::on_ready = [](io_waiter* w) {
+            static_cast<socket_impl&>(static_cast<writable_hook&>(*w)).on_writable();
+        };
+        deadline_hook::on_expire = [](timer_node* t) {
+            static_cast<socket_impl&>(static_cast<deadline_hook&>(*t)).on_deadline();
+        };
         abandon = [](reactor_member* m) { static_cast<socket_impl*>(m)->abandon_reactor(); };
         reactor_access::core(r).add_member(this);
     }
 
     loop_core& loop() const noexcept { return reactor_access::core(*reactor_); }
+    io_waiter* reader() noexcept { return static_cast<readable_hook*>(this); }
+    io_waiter* writer() noexcept { return static_cast<writable_hook*>(this); }
+    timer_node* deadline() noexcept { return static_cast<deadline_hook*>(this); }
 
     void check_reactor() const {
         if (reactor_ == nullptr) throw state_error("tisock: the socket's reactor has been destroyed");
@@ -614,6 +665,23 @@ private:
         std::error_code ec = errno_code(error);
         fail(ec);
         throw std::system_error(ec, "tisock: try_write");
+    }
+
+    [[gnu::cold, gnu::noinline]] void format_peer() {
+        created().host = format_host(unformatted_peer_);
+        unformatted_peer_.family = AF_UNSPEC;
+    }
+    created_options& created() {
+        if (!created_) [[unlikely]] {
+            created_.reset(new created_options{{}, defaults().listen_queue_size, {}, {}});
+        }
+        return *created_;
+    }
+    void check_settable(const char* name) const {
+        if (state_ == state::connected || state_ == state::listening || connecting_) {
+            throw state_error(std::string("tisock: cannot set ") + name + " while the socket is " +
+                              std::string(connecting_ ? "connecting" : to_string(state_)));
+        }
     }
 
     void check_connected(const char* what) const {
@@ -645,7 +713,7 @@ private:
         int error = 0;
         d_ = loop().open_descriptor(fd, error);
         if (d_ != nullptr) {
-            d_->reader = &read_waiter_;  // for the descriptor's life: a read never registers
+            d_->reader = reader();  // for the descriptor's life: a read never registers
             return {};
         }
         (void)sys::close(fd);
@@ -661,29 +729,30 @@ private:
 
     // listen()'s work after the state check: validates host and port, resolves, binds.
     void open_listening_socket() {
-        check_port(options_.port, port_use::listen);
-        if (options_.host.empty()) {
+        const std::string& host_name = created_->host;
+        check_port(port_, port_use::listen);
+        if (host_name.empty()) {
             throw std::invalid_argument("tisock: listen() needs a host: INADDR_ANY (all interfaces) is not supported");
         }
-        host_spec host = classify_host(options_.host, options_.port);
+        host_spec host = classify_host(host_name, port_);
         std::vector<endpoint> endpoints;
         if (host.numeric) {
             endpoints.push_back(host.literal);
         } else {
             int sys_errno = 0;
-            if (int rc = resolve_blocking(options_.host, options_.port, endpoints, sys_errno); rc != 0) {
+            if (int rc = resolve_blocking(host_name, port_, endpoints, sys_errno); rc != 0) {
                 std::error_code ec = rc == EAI_SYSTEM ? errno_code(sys_errno) : std::error_code(rc, resolver_category());
-                throw std::system_error(ec, "tisock: listen() could not resolve host \"" + options_.host + "\"");
+                throw std::system_error(ec, "tisock: listen() could not resolve host \"" + host_name + "\"");
             }
         }
         for (const endpoint& e : endpoints) {
             if (is_wildcard(e)) {
-                throw std::invalid_argument("tisock: host \"" + options_.host +
+                throw std::invalid_argument("tisock: host \"" + host_name +
                                             "\" is a wildcard address: INADDR_ANY is not supported");
             }
         }
         if (!listener_) {
-            listener_ = std::make_unique<listener_state>(*this);
+            listener_.reset(new listener_state(*this));
             listener_->backoff.self = this;
             listener_->backoff.on_expire = [](timer_node* t) {
                 static_cast<socket_timer*>(t)->self->on_accept_backoff();
@@ -696,7 +765,7 @@ private:
             ec = open_listener(e);
             if (!ec) return;
         }
-        throw std::system_error(ec, "tisock: listen() on " + options_.host + ":" + std::to_string(options_.port));
+        throw std::system_error(ec, "tisock: listen() on " + host_name + ":" + std::to_string(port_));
     }
 
     std::error_code open_listener(const endpoint& e) {
@@ -747,7 +816,7 @@ private:
                 return;
             }
             if (r.error == EINPROGRESS) {
-                d_->writer = &write_waiter_;
+                d_->writer = writer();
                 return;
             }
             connect_->candidate_failed(errno_code(r.error));
@@ -771,7 +840,7 @@ private:
     // Returns the reference the connect held: callers keep it until they are done.
     [[nodiscard]] socket_ref end_connecting() noexcept {
         connecting_ = false;
-        loop().cancel_timer(&deadline_);
+        loop().cancel_timer(deadline());
         loop().remove_work();
         return std::move(connect_keepalive_);
     }
@@ -853,8 +922,8 @@ private:
                 if (!hand_over(nullptr)) return;
                 continue;
             }
-            pending_connection c;
-            sys::result r = sys::accept(d_->fd, &c.peer);
+            sockaddr_storage peer;  // accept(2) fills it: not zeroed at every attempt
+            sys::result r = sys::accept(d_->fd, &peer);
             if (!r) {
                 if (r.error == EAGAIN || r.error == EWOULDBLOCK) {
                     d_->read_ready = false;
@@ -871,12 +940,12 @@ private:
                 fail(errno_code(r.error));
                 return;
             }
-            c.fd = int(r.value);
+            const pending_connection c(int(r.value), peer);
             if (accepting_ != nullptr) {  // nothing is pending: straight to the accept
                 if (!hand_over(&c)) return;
                 continue;
             }
-            l.pending.push_or_refuse(c, std::size_t(options_.listen_queue_size));
+            l.pending.push_or_refuse(c, std::size_t(created_->listen_queue_size));
         }
     }
 
@@ -997,8 +1066,8 @@ private:
 
     // The head of the queue starts sending: its timeout runs from now.
     void start_head_write() {
-        d_->writer = &write_waiter_;
-        if (options_.timeout.count() > 0) loop().schedule_timer(&deadline_, clock::now() + options_.timeout);
+        d_->writer = writer();
+        if (timeout_.count() > 0) loop().schedule_timer(deadline(), clock::now() + timeout_);
     }
 
     void unlink_write(write_op& op) noexcept {
@@ -1008,7 +1077,7 @@ private:
     // The head write left the queue (sent, or its owner went away): its timeout ends, and
     // the next write starts sending with its own, or nothing waits for room anymore.
     void head_write_left() {
-        loop().cancel_timer(&deadline_);
+        loop().cancel_timer(deadline());
         if (d_ == nullptr) return;
         if (writes_.empty()) {
             d_->writer = nullptr;
@@ -1166,7 +1235,7 @@ private:
                 finish_pending(*op, ec);
             }
         }
-        loop().cancel_timer(&deadline_);
+        loop().cancel_timer(deadline());
         cancel_backoff();
         while (write_op* w = writes_.pop()) finish_pending(*w, ec);
         if (shutdown_ != nullptr) finish_pending(*std::exchange(shutdown_, nullptr), ec);
@@ -1191,17 +1260,20 @@ private:
     void notify_connected();                             // defined in tcp.hpp (needs tcp)
 
     // Handles dropped or reactor gone: free what the socket holds without any callback.
-    void release_resources() noexcept {
+    // Returns the reference a connect in flight held (only abandon_reactor has one).
+    [[nodiscard]] socket_ref release_resources() noexcept {
         cancel_resolution();
-        loop().cancel_timer(&deadline_);
+        loop().cancel_timer(deadline());
         cancel_backoff();
+        socket_ref connect_reference;
         if (connecting_) {
             connecting_ = false;
             loop().remove_work();
-            connect_keepalive_.swap(abandoned_connect_reference_);  // see abandon_reactor
+            connect_reference = std::move(connect_keepalive_);
         }
         release_descriptor();
         reset_pending();
+        return connect_reference;
     }
 
     // The reactor is being destroyed: drop every operation without running it (coroutine
@@ -1218,40 +1290,41 @@ private:
         drop(std::exchange(connect_waiter_, nullptr));
         drop(std::exchange(shutdown_, nullptr));
         while (write_op* w = writes_.pop()) drop(w);
-        release_resources();
+        socket_ref connect_reference = release_resources();  // may be the last: `keep` defers it
         state_ = state::closed;
         reactor_ = nullptr;
-        abandoned_connect_reference_.reset();  // may be the last reference: `keep` defers it
     }
 
+    // (Ordered by size, so that an idle connection carries no padding.)
     reactor* reactor_;
-    std::size_t refs_ = 0;
-    tcp_options options_;
-    state state_ = state::initialized;
+    descriptor_state* d_ = nullptr;
+    std::uint32_t refs_ = 0;
     // Counts connect() and listen() calls: a notification queued for an earlier attempt
     // (an error callback, a connect report) is dropped, never delivered to the next one.
     std::uint32_t attempt_ = 0;
+    std::uint32_t reports_queued_ = 0;  // this socket's operations finished, not reported yet
+    state state_ = state::initialized;
     bool connecting_ = false;
     bool inbound_ = false;
     bool shutdown_requested_ = false;
-    descriptor_state* d_ = nullptr;
-    waiter read_waiter_;
-    waiter write_waiter_;
-    socket_timer deadline_;  // connect timeout, or the timeout of the head write
+    bool read_report_queued_ = false;  // a finished read whose report has not run yet
 
     read_op* reading_ = nullptr;
-    std::unique_ptr<kept_input> kept_;  // from a cancelled read; usually none
-    bool read_report_queued_ = false;  // a finished read whose report has not run yet
-    std::uint32_t reports_queued_ = 0;  // this socket's operations finished, not reported yet
+    rare_ptr<kept_input> kept_;  // from a cancelled read; usually none
     accept_op* accepting_ = nullptr;  // accept() and async_accept() share this slot
     connect_op* connect_waiter_ = nullptr;
     write_queue writes_;
     shutdown_op* shutdown_ = nullptr;
 
-    socket_ref connect_keepalive_;            // held while connecting
-    socket_ref abandoned_connect_reference_;  // released at the end of abandon_reactor
-    std::unique_ptr<connector> connect_;  // made by the first connect()
+    socket_ref connect_keepalive_;        // held while connecting
+    rare_ptr<connector> connect_;  // made by the first connect()
+
+    // The options, split by who needs them (see created_options).
+    std::chrono::milliseconds timeout_{0};
+    int port_ = 0;
     inet_address unformatted_peer_;  // inbound sockets until host() is first read
+    error_callback error_;
+    rare_ptr<created_options> created_;
 
     // What only a listener needs, made by listen(): an idle connection stays small.
     struct listener_state {
@@ -1261,7 +1334,7 @@ private:
         accept_op flagged_accept;                // the callback accept() flag
         explicit listener_state(socket_impl& s) noexcept : flagged_accept(s) {}
     };
-    std::unique_ptr<listener_state> listener_;
+    rare_ptr<listener_state> listener_;
 
     static constexpr std::chrono::milliseconds accept_backoff{100};
 

@@ -52,11 +52,12 @@ enum class op_status : unsigned char {
 
 // An operation's outcome. Like std::error_code, but "no error" is built without calling
 // std::system_category() (an out-of-line call into libstdc++), since an operation is
-// constructed per read and per write.
+// constructed per read and per write. The value last: an operation's small fields go in
+// the padding after it (socket_op).
 class op_error {
 public:
     op_error() noexcept = default;
-    op_error(std::error_code ec) noexcept : value_(ec.value()), category_(ec ? &ec.category() : nullptr) {}
+    op_error(std::error_code ec) noexcept : category_(ec ? &ec.category() : nullptr), value_(ec.value()) {}
     explicit operator bool() const noexcept { return value_ != 0; }
     operator std::error_code() const noexcept {
         return category_ != nullptr ? std::error_code(value_, *category_) : std::error_code();
@@ -64,8 +65,8 @@ public:
     std::string message() const { return std::error_code(*this).message(); }
 
 private:
-    int value_ = 0;
     const std::error_category* category_ = nullptr;
+    int value_ = 0;
 };
 
 enum class op_kind : unsigned char { read, write, connect, accept, shutdown };
@@ -79,8 +80,8 @@ struct socket_op : operation {
     // Keeps the socket alive while the operation is pending or its report is queued (set
     // by socket_impl::hold()). A callback's operation holds it for its whole life.
     socket_ref owner;
-    op_error ec;
     std::size_t bytes = 0;
+    [[no_unique_address]] op_error ec;  // status, kind and calls_back_ fill its padding
     op_status status = op_status::idle;
     op_kind kind;
 
@@ -114,6 +115,8 @@ private:
     static void run_queued(operation* o, bool run);  // after socket_impl: it settles the socket's count
 
     bool calls_back_ = false;
+    // (Members are laid out in declaration order whatever their access: calls_back_ stays
+    // in op_error's padding.)
     union target {
         std::coroutine_handle<> waiting;
         finish_fn finish;
