@@ -316,6 +316,52 @@ TEST_CASE("request_stop from another thread: the stop reaches the reactor thread
     CHECK(tracked::alive() == 0);
 }
 
+// One reactor, one stopping thread: each round spawns a task whose short sleep races a
+// request_stop made on the other thread at a random moment (before the task starts, while it
+// sleeps, after it ended). Exactly one ending per round, and the stop never outlives its
+// round's state.
+TEST_CASE("request_stop from another thread, 100,000 rounds racing completions on one reactor") {
+    watchdog wd{240s};
+    tracked::reset();
+    reactor r;
+    constexpr int rounds = 100'000;
+    std::atomic<std::stop_source*> target{nullptr};
+    std::atomic<int> finished_with{0};  // rounds whose source the stopper is done with
+    std::atomic<bool> quit{false};
+    std::thread stopper([&] {
+        std::mt19937 rng(11);
+        int round = 0;
+        while (!quit.load(std::memory_order_acquire)) {
+            std::stop_source* src = target.exchange(nullptr, std::memory_order_acq_rel);
+            if (src == nullptr) {
+                std::this_thread::yield();
+                continue;
+            }
+            for (unsigned spin = rng() % 2000; spin > 0; --spin) std::atomic_signal_fence(std::memory_order_seq_cst);
+            src->request_stop();
+            finished_with.store(++round, std::memory_order_release);
+        }
+    });
+    std::mt19937 rng(5);
+    int cancelled = 0;
+    for (int i = 0; i < rounds; ++i) {
+        std::stop_source src;
+        ends e;
+        tisock::spawn(r, counted_sleep(r, std::chrono::microseconds(rng() % 20), e), src.get_token());
+        target.store(&src, std::memory_order_release);
+        r.run();
+        while (finished_with.load(std::memory_order_acquire) != i + 1) std::this_thread::yield();
+        r.run();  // a stop relayed after the task ended
+        if (e.total() != 1) REQUIRE(e.total() == 1);
+        cancelled += e.cancelled;
+    }
+    quit.store(true, std::memory_order_release);
+    stopper.join();
+    MESSAGE("cancelled in " << cancelled << " of " << rounds << " rounds");
+    CHECK(tracked::alive() == 0);
+    CHECK(no_work_left(r));
+}
+
 TEST_CASE("with_stop_token: {} shields cleanup from the task's stop; another token replaces it") {
     watchdog wd{10s};
     reactor r;

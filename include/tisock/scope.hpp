@@ -409,6 +409,7 @@ private:
 
     task_group* group_;
     resumption resume_;
+    bool waiting_ = false;  // registered as the group's joiner (group_ is only touched then)
 };
 
 }  // namespace detail
@@ -534,6 +535,7 @@ private:
         }
         if (size_ == 0 && joiner_ != nullptr) {
             detail::join_awaiter* j = std::exchange(joiner_, nullptr);
+            j->waiting_ = false;
             detail::stop_scope::detach(*j);
             detail::resumer::hand_over_final(finished, j->resume_);
         }
@@ -565,7 +567,7 @@ inline void group_child::promise_type::on_end(std::coroutine_handle<promise_type
 
 inline join_awaiter::~join_awaiter() {
     stop_scope::detach(*this);
-    if (group_->joiner_ == this) group_->joiner_ = nullptr;
+    if (waiting_) group_->joiner_ = nullptr;  // its coroutine destroyed while it waited
 }
 
 inline bool join_awaiter::await_ready() const noexcept { return group_->size_ == 0; }
@@ -577,6 +579,7 @@ inline void join_awaiter::begin(std::coroutine_handle<> h, stop_scope* joiner_sc
         if (s == &g.scope_) throw state_error("tisock::task_group::join from one of the group's own children");
     }
     g.joiner_ = this;
+    waiting_ = true;
     resume_.handle = h;
     if (joiner_scope == nullptr) return;
     // The stop of the task awaiting join() stops the children.

@@ -31,6 +31,9 @@
 //   coroutine whose unhandled_exception rethrows, resumed by the loop inside a task's
 //   (noexcept) final_suspend, calls std::terminate. Any exception leaving a loop restores the
 //   per-thread pointer.
+//
+// Stop tokens: a promise points at the stop scope its task runs under (its awaiter's, copied
+// when it starts; detail/stop_scope.hpp), so sharing a token costs a pointer copy.
 #pragma once
 
 #include <tisock/detail/require_cxx20.hpp>
