@@ -215,13 +215,13 @@ private:
         relay(stop_scope* s, loop_core& l) noexcept : target(s), loop(&l) {
             invoke = [](operation* op, bool run) {
                 auto* self = static_cast<relay*>(op);
-                stop_scope* s = self->target;
-                if (s == nullptr) {
+                stop_scope* scope = self->target;
+                if (scope == nullptr) {
                     delete self;
                     return;
                 }
                 self->done = true;
-                if (run) s->stop();
+                if (run) scope->stop();
             };
         }
         void post() noexcept {
