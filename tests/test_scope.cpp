@@ -43,7 +43,17 @@ using tisock_test::watchdog;
 
 namespace {
 
-bool is_code(const std::system_error& e, std::errc c) { return e.code() == c; }
+// The code of the std::system_error `f` throws (none: an empty code, and a failed check).
+template <class F>
+std::error_code system_error_of(F f) {
+    try {
+        f();
+    } catch (const std::system_error& e) {
+        return e.code();
+    }
+    FAIL_CHECK("no std::system_error");
+    return {};
+}
 
 // True when `r` has no work left: run() returns at once, running nothing.
 bool no_work_left(reactor& r) {
@@ -74,7 +84,7 @@ task<void> counted_sleep(reactor& r, std::chrono::nanoseconds d, ends& e) {
     try {
         co_await r.sleep_for(d);
     } catch (const std::system_error& x) {
-        if (is_code(x, std::errc::operation_canceled)) ++e.cancelled;
+        if (x.code() == std::errc::operation_canceled) ++e.cancelled;
         throw;
     }
     ++e.completed;
@@ -243,12 +253,8 @@ TEST_CASE("sleep_for observes the token: stopped while waiting, its timer is rem
     SUBCASE("sync_wait rethrows the cancellation") {
         std::stop_source s2;
         r.call_after(5ms, [&] { s2.request_stop(); });
-        try {
-            tisock::sync_wait(r, sleep_then(r, 20s, 1), s2.get_token());
-            FAIL("no exception");
-        } catch (const std::system_error& x) {
-            CHECK(is_code(x, std::errc::operation_canceled));
-        }
+        CHECK(system_error_of([&] { tisock::sync_wait(r, sleep_then(r, 20s, 1), s2.get_token()); }) ==
+              std::errc::operation_canceled);
         CHECK(no_work_left(r));
     }
 }
@@ -337,7 +343,7 @@ TEST_CASE("request_stop from another thread, 100,000 rounds racing completions o
                 std::this_thread::yield();
                 continue;
             }
-            for (unsigned spin = rng() % 2000; spin > 0; --spin) std::atomic_signal_fence(std::memory_order_seq_cst);
+            for (auto spin = static_cast<unsigned>(rng() % 2000); spin > 0; --spin) std::atomic_signal_fence(std::memory_order_seq_cst);
             src->request_stop();
             finished_with.store(++round, std::memory_order_release);
         }
@@ -690,12 +696,8 @@ TEST_CASE("with_timeout: the value if in time; at d, stop and await to the end, 
     reactor r;
     CHECK(tisock::sync_wait(r, tisock::with_timeout(5s, sleep_then(r, 1ms, 4))) == 4);
     stopwatch sw;
-    try {
-        tisock::sync_wait(r, tisock::with_timeout(10ms, r.sleep_for(20s)));
-        FAIL("no exception");
-    } catch (const std::system_error& x) {
-        CHECK(is_code(x, std::errc::timed_out));
-    }
+    CHECK(system_error_of([&] { tisock::sync_wait(r, tisock::with_timeout(10ms, r.sleep_for(20s))); }) ==
+          std::errc::timed_out);
     CHECK(sw.elapsed() >= 10ms);
     CHECK(sw.elapsed() < 5s);
 
@@ -719,12 +721,9 @@ TEST_CASE("with_timeout: the value if in time; at d, stop and await to the end, 
     SUBCASE("a cancellation from the parent stays operation_canceled") {
         std::stop_source src;
         r.call_after(2ms, [&] { src.request_stop(); });
-        try {
-            tisock::sync_wait(r, tisock::with_timeout(10s, r.sleep_for(20s)), src.get_token());
-            FAIL("no exception");
-        } catch (const std::system_error& x) {
-            CHECK(is_code(x, std::errc::operation_canceled));
-        }
+        CHECK(system_error_of([&] {
+                  tisock::sync_wait(r, tisock::with_timeout(10s, r.sleep_for(20s)), src.get_token());
+              }) == std::errc::operation_canceled);
     }
     CHECK(no_work_left(r));
 }
