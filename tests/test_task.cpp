@@ -523,7 +523,7 @@ TEST_CASE("every other exception escaping a spawned task still calls std::termin
 
 // ---- sync_wait of any awaitable ----------------------------------------------------------
 
-TEST_CASE("sync_wait of any awaitable: rvalues moved in, lvalues referenced") {
+TEST_CASE("sync_wait of any awaitable, rvalue or lvalue") {
     watchdog wd{10s};
     reactor r;
     stopwatch sw;
@@ -535,6 +535,15 @@ TEST_CASE("sync_wait of any awaitable: rvalues moved in, lvalues referenced") {
     CHECK(tisock::sync_wait(r, t) == 4);
     static_assert(std::is_same_v<decltype(tisock::sync_wait(r, ready_value(1))), int>);
     static_assert(std::is_void_v<decltype(tisock::sync_wait(r, r.sleep_for(1ms)))>);
+    struct immovable {  // awaited where it is: sync_wait moves nothing
+        int v;
+        immovable(int x) : v(x) {}
+        immovable(immovable&&) = delete;
+        bool await_ready() const noexcept { return true; }
+        void await_suspend(std::coroutine_handle<>) const noexcept {}
+        int await_resume() const noexcept { return v; }
+    };
+    CHECK(tisock::sync_wait(r, immovable(6)) == 6);
     CHECK(r.run() == 0);
 }
 

@@ -131,15 +131,15 @@ public:
                 detail::stop_scope::detach(*self);
                 self->waiter_.resume();
             };
-            detail::stop_scope* scope = detail::scope_of(h);
-            if (scope != nullptr && scope->stopped()) [[unlikely]] {
+            detail::stop_scope* stops = detail::scope_of(h);  // (`scope` is the hook's)
+            if (stops != nullptr && stops->stopped()) [[unlikely]] {
                 canceled_ = true;  // do not start; fail from the run loop
                 reactor_->schedule_timer(this, detail::clock::time_point::min());
                 return true;
             }
             if (duration_.count() <= 0) return false;
             reactor_->schedule_timer(this, detail::clock::now() + duration_);
-            if (scope != nullptr) [[unlikely]] {
+            if (stops != nullptr) [[unlikely]] {
                 cancel = [](detail::cancel_hook* hook) noexcept {
                     // The timer leaves the heap; the coroutine resumes from the run loop,
                     // never inside the stop's walk. (Re-inserting into the slot the erase
@@ -149,7 +149,7 @@ public:
                     self->canceled_ = true;
                     self->reactor_->schedule_timer(self, detail::clock::time_point::min());
                 };
-                scope->attach(*this);
+                stops->attach(*this);
             }
             return true;
         }

@@ -229,31 +229,40 @@ void start_each(children& kids, std::vector<child>& frames, std::vector<Task>& t
     }
 }
 
+// The children of a variadic combinator, their result slots and frames (destroyed in the
+// reverse order: frames first, the scope last).
 template <class... K>
-task<std::tuple<value_of<K>...>> when_all_of(K... args) {
-    children kids(co_await current_scope{}, children::stop_when::failed);
+struct variadic_children {
+    children kids;
     std::tuple<std::optional<value_of<K>>...> slots;
     std::array<child, sizeof...(K)> frames;
-    std::tuple<std::remove_reference_t<K>&...> refs(args...);
-    start_each(kids, frames, refs, slots, std::index_sequence_for<K...>{});
-    co_await kids.all_finished();
-    if (kids.first_failed() != children::none) rethrow_if_failed(frames[kids.first_failed()]);
-    co_return std::apply([](auto&... s) { return std::tuple<value_of<K>...>(std::move(*s)...); }, slots);
+
+    variadic_children(stop_scope* parent, children::stop_when rule) noexcept : kids(parent, rule) {}
+    void start(K&... args) {
+        std::tuple<std::remove_reference_t<K>&...> refs(args...);
+        start_each(kids, frames, refs, slots, std::index_sequence_for<K...>{});
+    }
+};
+
+template <class... K>
+task<std::tuple<value_of<K>...>> when_all_of(K... args) {
+    variadic_children<K...> c(co_await current_scope{}, children::stop_when::failed);
+    c.start(args...);
+    co_await c.kids.all_finished();
+    if (c.kids.first_failed() != children::none) rethrow_if_failed(c.frames[c.kids.first_failed()]);
+    co_return std::apply([](auto&... s) { return std::tuple<value_of<K>...>(std::move(*s)...); }, c.slots);
 }
 
 template <class... K>
 task<std::variant<value_of<K>...>> when_any_of(K... args) {
-    children kids(co_await current_scope{}, children::stop_when::finished);
-    std::tuple<std::optional<value_of<K>>...> slots;
-    std::array<child, sizeof...(K)> frames;
-    std::tuple<std::remove_reference_t<K>&...> refs(args...);
-    start_each(kids, frames, refs, slots, std::index_sequence_for<K...>{});
-    co_await kids.all_finished();
-    const std::size_t winner = kids.first_done();
-    rethrow_if_failed(frames[winner]);
+    variadic_children<K...> c(co_await current_scope{}, children::stop_when::finished);
+    c.start(args...);
+    co_await c.kids.all_finished();
+    const std::size_t winner = c.kids.first_done();
+    rethrow_if_failed(c.frames[winner]);
     std::optional<std::variant<value_of<K>...>> out;
     [&]<std::size_t... I>(std::index_sequence<I...>) {
-        ((I == winner ? (out.emplace(std::in_place_index<I>, std::move(*std::get<I>(slots))), void()) : void()), ...);
+        ((I == winner ? (out.emplace(std::in_place_index<I>, std::move(*std::get<I>(c.slots))), void()) : void()), ...);
     }(std::index_sequence_for<K...>{});
     co_return std::move(*out);
 }
@@ -409,6 +418,7 @@ private:
 
     task_group* group_;
     resumption resume_;
+    bool waiting_ = false;  // registered as the group's joiner (group_ is only touched then)
 };
 
 }  // namespace detail
@@ -534,6 +544,7 @@ private:
         }
         if (size_ == 0 && joiner_ != nullptr) {
             detail::join_awaiter* j = std::exchange(joiner_, nullptr);
+            j->waiting_ = false;
             detail::stop_scope::detach(*j);
             detail::resumer::hand_over_final(finished, j->resume_);
         }
@@ -565,7 +576,7 @@ inline void group_child::promise_type::on_end(std::coroutine_handle<promise_type
 
 inline join_awaiter::~join_awaiter() {
     stop_scope::detach(*this);
-    if (group_->joiner_ == this) group_->joiner_ = nullptr;
+    if (waiting_) group_->joiner_ = nullptr;  // its coroutine destroyed while it waited
 }
 
 inline bool join_awaiter::await_ready() const noexcept { return group_->size_ == 0; }
@@ -577,6 +588,7 @@ inline void join_awaiter::begin(std::coroutine_handle<> h, stop_scope* joiner_sc
         if (s == &g.scope_) throw state_error("tisock::task_group::join from one of the group's own children");
     }
     g.joiner_ = this;
+    waiting_ = true;
     resume_.handle = h;
     if (joiner_scope == nullptr) return;
     // The stop of the task awaiting join() stops the children.

@@ -31,6 +31,9 @@
 //   coroutine whose unhandled_exception rethrows, resumed by the loop inside a task's
 //   (noexcept) final_suspend, calls std::terminate. Any exception leaving a loop restores the
 //   per-thread pointer.
+//
+// Stop tokens: a promise points at the stop scope its task runs under (its awaiter's, copied
+// when it starts; detail/stop_scope.hpp), so sharing a token costs a pointer copy.
 #pragma once
 
 #include <tisock/detail/require_cxx20.hpp>
@@ -438,8 +441,8 @@ inline void spawn(reactor& r, task<void> t, std::stop_token st) {
 inline detail::stop_token_awaiter get_stop_token() noexcept { return {}; }
 
 // Runs `r` until `awaitable` (a task or any other awaitable, observing `st`) finishes;
-// returns its result or rethrows its exception (a cancellation included). An rvalue is
-// moved in, an lvalue referenced. Throws state_error when called from a handler of `r` itself
+// returns its result or rethrows its exception (a cancellation included). The awaitable is
+// awaited where it is (a temporary lives until sync_wait returns): nothing is moved. Throws state_error when called from a handler of `r` itself
 // (the classic self-deadlock), or when `r` is stopped before it finishes. If it cannot finish,
 // or a handler's exception propagates out (it does, as from run()), the awaitable's coroutine
 // is destroyed before sync_wait leaves.
@@ -450,12 +453,11 @@ auto sync_wait(reactor& r, A&& awaitable, std::stop_token st = {})
     if (detail::reactor_access::core(r).running_in_this_thread()) {
         throw state_error("tisock::sync_wait called from inside the running reactor");
     }
-    detail::kept_t<A> kept(std::forward<A>(awaitable));
     std::optional<detail::stop_scope> scope;  // outlives the root
     if (st.stop_possible()) scope.emplace(std::move(st), detail::reactor_access::core(r));
     detail::sync_wait_result<R> result;
     bool done = false;
-    detail::root_coroutine root = detail::run_for_sync_wait<R>(kept, result);
+    detail::root_coroutine root = detail::run_for_sync_wait<R>(awaitable, result);
     root.handle.promise().scope = scope ? &*scope : nullptr;
     root.start_on(r, &done);
     // The root points into this stack frame: it must never outlive the call.

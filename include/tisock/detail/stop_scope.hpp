@@ -46,6 +46,14 @@
 //         // resumed coroutine could destroy the scope or other hooks under it.
 //     }
 //
+// - The check needs the awaiting coroutine's handle, so it is made in await_suspend: an
+//   awaiter that starts its operation in await_ready must start it in await_suspend instead
+//   (after the check), or it would start under a stopped token.
+// - Check stopped(), not the token: a stop takes effect when the reactor processes it, and a
+//   completion delivered before then stands. An operation started between request_stop()
+//   and that processing attaches and is cancelled by the walk.
+// - Combinators store their arguments: an awaiter must be move-constructible until it is
+//   first awaited (a moved-into awaiter has attached nothing yet).
 // - scope_of(h) works for every coroutine type: tisock's own promises derive from
 //   scoped_promise; any other type (a foreign coroutine) has no token and gets nullptr, at
 //   compile time.
@@ -218,13 +226,13 @@ private:
         relay(stop_scope* s, loop_core& l) noexcept : target(s), loop(&l) {
             invoke = [](operation* op, bool run) {
                 auto* self = static_cast<relay*>(op);
-                stop_scope* s = self->target;
-                if (s == nullptr) {
+                stop_scope* scope = self->target;
+                if (scope == nullptr) {
                     delete self;
                     return;
                 }
                 self->done = true;
-                if (run) s->stop();
+                if (run) scope->stop();
             };
         }
         void post() noexcept {
