@@ -7,6 +7,7 @@
 //                                        talk, one goes idle, then the process sends itself
 //                                        SIGTERM
 //   graceful_server --port P [--idle-ms N]   a server on 127.0.0.1:P until SIGINT/SIGTERM
+//                                        (P = 0: the kernel picks one; the first line says which)
 //
 // How the signal reaches the reactor: the library never touches signal dispositions, so
 // main blocks SIGINT and SIGTERM in every thread and one thread waits for them (sigwait);
@@ -147,7 +148,7 @@ int main(int argc, char** argv) {
         if (std::strcmp(argv[i], "--port") == 0) port = std::atoi(argv[i + 1]);
         if (std::strcmp(argv[i], "--idle-ms") == 0) idle = std::chrono::milliseconds(std::atoi(argv[i + 1]));
     }
-    const bool demo = port == 0;
+    const bool demo = argc == 1;
 
     // Before any thread starts: SIGINT and SIGTERM are only ever taken by sigwait below.
     sigset_t signals;
@@ -163,11 +164,13 @@ int main(int argc, char** argv) {
         listener.listen();
         std::printf("server: listening on 127.0.0.1:%d, idle timeout %lld ms\n", listener.port(),
                     static_cast<long long>(idle.count()));
+        std::fflush(stdout);  // a script waits for this line
         tisock::task_group sessions(r);
         std::thread watcher([&] {
             int sig = 0;
             sigwait(&signals, &sig);
             std::printf("server: %s: stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            std::fflush(stdout);
             sessions.request_stop();  // thread-safe; the sessions see it from the run loop
         });
         if (demo) tisock::spawn(r, demonstration(r, listener.port()));

@@ -6,6 +6,7 @@
 // flight closes the socket. Both styles, 127.0.0.1 and ::1, real loopback sockets.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <optional>
 #include <random>
 #include <stop_token>
@@ -486,33 +487,84 @@ TEST_CASE_FIXTURE(socket_test, "10,000 rounds of when_any(read, timer) and with_
     check_nothing_left(r, fds);
 }
 
-TEST_CASE_FIXTURE(socket_test, "when_any(accept, timer): a cancelled accept loses no connection") {
+TEST_CASE_FIXTURE(socket_test, "when_any(accept, timer) while connections arrive: every connection accepted exactly once") {
     TISOCK_LOOPBACK_HOSTS(host);
 
-    tcp listener = make_listener(r, host);
-    constexpr int connections = 50;
-    std::vector<raw_peer> peers;
-    for (int i = 0; i < connections; ++i) peers.push_back(raw_peer::connect(host, listener.port()));
-    int accepted = 0, timeouts = 0;
+    // A thread connects with random pauses; the acceptor races every accept against a timer
+    // that fires at once or almost at once. Each connection's client port must show up
+    // exactly once among the accepted sockets' peers.
+    tcp listener = make_listener(r, host, {.listen_queue_size = 1000});
+    constexpr int connections = 300;
+    std::vector<int> client_ports(connections, 0);
+    std::vector<raw_peer> peers(connections);
+    std::thread connector([&, port = listener.port()] {
+        std::mt19937 rng(3);
+        for (int i = 0; i < connections; ++i) {
+            peers[std::size_t(i)] = raw_peer::connect(host, port);
+            client_ports[std::size_t(i)] = port_of(peers[std::size_t(i)].fd());
+            if (rng() % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(rng() % 300));
+        }
+    });
+    std::vector<int> accepted_ports;
+    int timeouts = 0;
     outcome o;
-    start(r, [](tcp l, tisock::reactor& r, int& accepted, int& timeouts) -> tisock::task<void> {
-        while (accepted < connections) {
-            auto v = co_await tisock::when_any(l.async_accept(), r.sleep_for(std::chrono::microseconds(accepted % 3 == 0 ? 0 : 50)));
+    start(r, [](tcp l, tisock::reactor& r, std::vector<int>& accepted, int& timeouts) -> tisock::task<void> {
+        std::mt19937 rng(9);
+        while (accepted.size() < std::size_t(connections)) {
+            auto v = co_await tisock::when_any(l.async_accept(), r.sleep_for(std::chrono::microseconds(rng() % 40)));
             if (v.index() == 0) {
-                ++accepted;
+                accepted.push_back(std::get<0>(v).port());
                 std::get<0>(v).close();
             } else {
                 ++timeouts;
             }
         }
-    }(listener, r, accepted, timeouts), o);
-    REQUIRE(run_until(r, [&] { return o.done; }));
+    }(listener, r, accepted_ports, timeouts), o);
+    REQUIRE(run_until(r, [&] { return o.done; }, 15000ms));
+    connector.join();
     CHECK_MESSAGE(!o.error, o.what());
-    CHECK(accepted == connections);
+    std::sort(client_ports.begin(), client_ports.end());
+    std::sort(accepted_ports.begin(), accepted_ports.end());
+    CHECK(accepted_ports == client_ports);
+    CHECK(timeouts > 0);
     CHECK(listener.state() == state::listening);
     MESSAGE("timers won " << timeouts << " times");
     peers.clear();
     listener.close();
+    check_nothing_left(r, fds);
+}
+
+TEST_CASE_FIXTURE(socket_test, "a foreign coroutine (no token) is ended by cancel(); a read with a deadline under a token is stopped") {
+    TISOCK_LOOPBACK_HOSTS(host);
+
+    socket_trio t = connect_trio(r, host);
+    std::byte b[8];
+    std::error_code foreign_code;
+    auto foreign = [](tcp c, std::span<std::byte> b, std::error_code& code) -> foreign_coroutine {
+        try {
+            (void)co_await c.async_read(b);
+        } catch (const std::system_error& e) {
+            code = e.code();
+        }
+    }(t.client, b, foreign_code);
+    run_for_at_least(r, 20ms);
+    REQUIRE_FALSE(foreign.done());
+    t.client.cancel();
+    REQUIRE(run_until(r, [&] { return foreign.done(); }));
+    CHECK(foreign_code == canceled);
+
+    // A timed read (its own deadline timer) stopped by with_timeout's shorter one: its
+    // timer is gone too, so the reactor idles at once.
+    outcome o;
+    start(r, [](tcp c, std::span<std::byte> b) -> tisock::task<void> {
+        (void)co_await tisock::with_timeout(std::chrono::milliseconds(20), c.async_read(b, std::chrono::milliseconds(60'000)));
+    }(t.client, b), o);
+    REQUIRE(run_until(r, [&] { return o.done; }));
+    CHECK(o.code() == std::errc::timed_out);
+    CHECK(t.client.state() == state::connected);
+    REQUIRE(::send(t.inbound.native_handle(), "kept", 4, MSG_NOSIGNAL) == 4);
+    CHECK(read_exactly(r, t.client, 4) == "kept");
+    t.close_all();
     check_nothing_left(r, fds);
 }
 
