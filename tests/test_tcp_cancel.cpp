@@ -73,6 +73,21 @@ std::string read_exactly(tisock::reactor& r, const tcp& s, std::size_t n) {
     return got;
 }
 
+// Starts a coroutine read on `c` (with a deadline if `limit` > 0) and runs `r` until it
+// waits; `o` records how the coroutine ends.
+void start_waiting_read(tisock::reactor& r, const tcp& c, std::span<std::byte> b, outcome& o,
+                        std::chrono::milliseconds limit = std::chrono::milliseconds(0)) {
+    start(r, [](tcp c, std::span<std::byte> b, std::chrono::milliseconds limit) -> tisock::task<void> {
+        if (limit.count() > 0) {
+            (void)co_await c.async_read(b, limit);
+        } else {
+            (void)co_await c.async_read(b);
+        }
+    }(c, b, limit), o);
+    run_for_at_least(r, std::chrono::milliseconds(20));
+    REQUIRE_FALSE(o.done);
+}
+
 }  // namespace
 
 TEST_CASE_FIXTURE(socket_test, "cancel() ends a pending read; the bytes that come later go to the next read") {
@@ -84,7 +99,7 @@ TEST_CASE_FIXTURE(socket_test, "cancel() ends a pending read; the bytes that com
     outcome o;
     std::byte buf[64];
     if (coroutine_style) {
-        start(r, [](tcp c, std::span<std::byte> b) -> tisock::task<void> { (void)co_await c.async_read(b); }(t.client, buf), o);
+        start_waiting_read(r, t.client, buf, o);
     } else {
         tisock::buffer b(64);
         t.client.read(b, reads.callback());
@@ -94,8 +109,6 @@ TEST_CASE_FIXTURE(socket_test, "cancel() ends a pending read; the bytes that com
         REQUIRE(run_until(r, [&] { return reads.count > 0; }));
     }
     if (coroutine_style) {
-        run_for_at_least(r, 20ms);
-        REQUIRE_FALSE(o.done);
         t.client.cancel();
         CHECK_FALSE(o.done);
         REQUIRE(run_until(r, [&] { return o.done; }));
@@ -123,8 +136,7 @@ TEST_CASE_FIXTURE(socket_test, "cancel() of a read whose bytes are already in th
     socket_trio t = connect_trio(r, host);
     outcome o;
     std::byte buf[64];
-    start(r, [](tcp c, std::span<std::byte> b) -> tisock::task<void> { (void)co_await c.async_read(b); }(t.client, buf), o);
-    run_for_at_least(r, 20ms);
+    start_waiting_read(r, t.client, buf, o);
     // The bytes arrive and the read is cancelled before the reactor looks at the socket.
     const int fd = t.inbound.native_handle();
     REQUIRE(::send(fd, "0123456789", 10, MSG_NOSIGNAL) == 10);
@@ -142,10 +154,7 @@ TEST_CASE_FIXTURE(socket_test, "cancel() of a read with a deadline removes its t
     socket_trio t = connect_trio(r, host);
     outcome o;
     std::byte buf[8];
-    start(r, [](tcp c, std::span<std::byte> b) -> tisock::task<void> {
-        (void)co_await c.async_read(b, std::chrono::milliseconds(60'000));
-    }(t.client, buf), o);
-    run_for_at_least(r, 20ms);
+    start_waiting_read(r, t.client, buf, o, std::chrono::milliseconds(60'000));
     t.client.cancel();
     REQUIRE(run_until(r, [&] { return o.done; }));
     CHECK(o.code() == canceled);
