@@ -37,6 +37,9 @@ struct tcp_options {
     std::function<void(tcp& socket)> connected{};
     error_callback error{};
     std::function<void(tcp& listener, tcp inbound)> accepted{};
+    // listen() sets SO_REUSEPORT (SO_REUSEPORT_LB on FreeBSD): one listener per reactor and
+    // thread on one host:port, the kernel spreading new connections among them (Linux).
+    bool reuse_port = false;
 };
 
 struct accept_options {

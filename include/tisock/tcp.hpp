@@ -149,6 +149,9 @@ public:
     void set_port(int port) const { impl().set_port(port); }
     void set_timeout(std::chrono::milliseconds t) const { impl().set_timeout(t); }
     void set_listen_queue_size(int n) const { impl().set_listen_queue_size(n); }
+    bool reuse_port() const noexcept { return impl_ && impl_->reuse_port(); }
+    // Throws state_error while listening or connecting.
+    void set_reuse_port(bool on) const { impl().set_reuse_port(on); }
     void set_connected(std::function<void(tcp&)> f) const { impl().set_connected(std::move(f)); }
     void set_error(error_callback f) const { impl().set_error(std::move(f)); }
     void set_accepted(std::function<void(tcp&, tcp)> f) const { impl().set_accepted(std::move(f)); }
@@ -173,6 +176,22 @@ public:
         ec.clear();
     }
     void shutdown(std::function<void(tcp&, std::error_code)> done = {}) const;
+    // Takes the descriptor out of the socket (API.md v3 "Several cores"): it leaves the
+    // poller with nothing in flight and is the caller's (non-blocking, close-on-exec); the
+    // socket is closed and no callback runs. A connected or listening socket with nothing
+    // pending (a flagged accept() counts) and no bytes kept from a cancelled read; else
+    // state_error. A listener's connections not yet accepted are reset, as close() does.
+    int release() const { return impl().release_descriptor_to_caller(); }
+    // Makes a socket of `r` from a descriptor opened elsewhere: an AF_INET/AF_INET6
+    // SOCK_STREAM socket that is listening (state listening, port() the bound port,
+    // options.listen_queue_size enforced) or connected (like an accepted socket: host() and
+    // port() the peer's; connected never runs). options.host, port and reuse_port are
+    // ignored. Data, end of stream and connections already in the kernel are seen by the
+    // first read or accept. Anything else: invalid_argument, the descriptor untouched and
+    // still the caller's. On r's thread, or before r runs.
+    static tcp adopt(reactor& r, int fd, tcp_options options = {}) {
+        return tcp(detail::socket_impl::adopt_from_caller(r, fd, std::move(options)));
+    }
     // Ends every pending operation of the socket with operation_canceled (API.md v3
     // "Cancellation": a read or accept loses nothing, a half-sent write resets the
     // connection, a connect in flight closes the socket; a flagged accept() is unflagged).

@@ -62,6 +62,7 @@ struct created_options {
     int listen_queue_size;
     std::function<void(tcp&)> connected;
     std::function<void(tcp&, tcp)> accepted;
+    bool reuse_port;
 };
 
 // A socket's own readiness and timer hooks are bases of it, so that their callbacks reach
@@ -85,7 +86,7 @@ public:
           port_(options.port),
           error_(std::move(options.error)),
           created_(new created_options{std::move(options.host), options.listen_queue_size,
-                                       std::move(options.connected), std::move(options.accepted)}) {
+                                       std::move(options.connected), std::move(options.accepted), options.reuse_port}) {
         // The options are validated as their setters do.
         check_queue_size(created_->listen_queue_size);
         check_timeout(timeout_);
@@ -170,6 +171,14 @@ public:
     void set_listen_queue_size(int n) {
         check_queue_size(n);
         created().listen_queue_size = n;
+    }
+    bool reuse_port() const noexcept { return created_ && created_->reuse_port; }
+    void set_reuse_port(bool on) {
+        if (state_ == state::listening || connecting_) {
+            throw state_error(std::string("tisock: cannot set reuse_port while the socket is ") +
+                              std::string(connecting_ ? "connecting" : to_string(state_)));
+        }
+        created().reuse_port = on;
     }
     void set_connected(std::function<void(tcp&)> f) { created().connected = std::move(f); }
     void set_error(error_callback f) { error_ = std::move(f); }
@@ -273,6 +282,71 @@ public:
         state_ = state::listening;
         ++attempt_;
         if (port_ == 0) port_ = local_port();
+    }
+
+    // ---- release / adopt: a descriptor leaves a socket, or comes into one -----------------
+
+    // tcp::release(): the descriptor leaves the poller with nothing in flight and is the
+    // caller's; the socket is closed, and no callback runs. A listener's connections taken
+    // off the kernel queue but not accepted are reset, as close() does.
+    int release_descriptor_to_caller() {
+        check_reactor();
+        if (state_ != state::connected && state_ != state::listening) {
+            throw state_error("tisock: release() on a " + std::string(to_string(state_)) +
+                              " socket (only a connected or listening socket has a descriptor to give)");
+        }
+        if (read_pending() || accepting_ != nullptr || !writes_.empty() || shutdown_ != nullptr) {
+            throw state_error("tisock: release() while an operation is pending (cancel it, or wait for it)");
+        }
+        if (kept_) throw state_error("tisock: release() while bytes a cancelled read obtained wait for the next read");
+        socket_ref keep(this);
+        cancel_backoff();
+        reset_pending();
+        const int fd = loop().release_descriptor(std::exchange(d_, nullptr));
+        state_ = state::closed;
+        return fd;
+    }
+
+    // tcp::adopt(): a descriptor made elsewhere (a listener passed by a parent process, as
+    // systemd's LISTEN_FDS; a connection accept()ed on another thread) becomes a socket of
+    // `r`. Checked before anything changes: on invalid_argument the descriptor is untouched.
+    static socket_ref adopt_from_caller(reactor& r, int fd, tcp_options options) {
+        check_queue_size(options.listen_queue_size);
+        check_timeout(options.timeout);
+        sockaddr_storage local{};
+        int type = 0;
+        socklen_t size = sizeof type;
+        if (fd < 0 || !sys::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) || type != SOCK_STREAM ||
+            !sys::getsockname(fd, local) || (local.ss_family != AF_INET && local.ss_family != AF_INET6)) {
+            throw std::invalid_argument("tisock: adopt() needs an open AF_INET or AF_INET6 SOCK_STREAM descriptor");
+        }
+        int listening = 0;
+        size = sizeof listening;
+        const bool is_listener = sys::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) && listening != 0;
+        sockaddr_storage peer{};
+        if (!is_listener && !sys::getpeername(fd, peer)) {
+            throw std::invalid_argument("tisock: adopt() needs a listening or a connected socket");
+        }
+        if (sys::result r = sys::set_cloexec_nonblock(fd); !r) throw_errno(r.error, "tisock: adopt()");
+        socket_ref s;
+        if (is_listener) {
+            options.host.clear();
+            options.reuse_port = false;
+            s = socket_ref(new socket_impl(r, std::move(options)));
+            s->port_ = format_port(local);
+            s->make_listener_state();
+        } else {
+            s = socket_ref(new socket_impl(r, pending_connection(fd, peer), accept_options{std::move(options.error), options.timeout}));
+        }
+        if (std::error_code ec = s->adopt_descriptor(fd, false)) throw std::system_error(ec, "tisock: adopt()");
+        if (is_listener) {
+            s->d_->reader = &s->listener_->readable;
+            s->state_ = state::listening;
+            ++s->attempt_;
+        } else {
+            s->state_ = state::connected;
+        }
+        return s;
     }
 
     static void check_accept_options(const accept_options& o) { check_timeout(o.timeout); }
@@ -673,7 +747,7 @@ private:
     }
     created_options& created() {
         if (!created_) [[unlikely]] {
-            created_.reset(new created_options{{}, defaults().listen_queue_size, {}, {}});
+            created_.reset(new created_options{{}, defaults().listen_queue_size, {}, {}, false});
         }
         return *created_;
     }
@@ -709,14 +783,16 @@ private:
 
     // ---- descriptors -----------------------------------------------------------------------
 
-    std::error_code adopt_descriptor(int fd) {
+    // Registers `fd` as this socket's descriptor; on failure closes it (unless it is still
+    // the caller's: tcp::adopt).
+    std::error_code adopt_descriptor(int fd, bool close_on_failure = true) {
         int error = 0;
         d_ = loop().open_descriptor(fd, error);
         if (d_ != nullptr) {
             d_->reader = reader();  // for the descriptor's life: a read never registers
             return {};
         }
-        (void)sys::close(fd);
+        if (close_on_failure) (void)sys::close(fd);
         return errno_code(error);
     }
 
@@ -751,15 +827,7 @@ private:
                                             "\" is a wildcard address: INADDR_ANY is not supported");
             }
         }
-        if (!listener_) {
-            listener_.reset(new listener_state(*this));
-            listener_->backoff.self = this;
-            listener_->backoff.on_expire = [](timer_node* t) {
-                static_cast<socket_timer*>(t)->self->on_accept_backoff();
-            };
-            listener_->readable.self = this;
-            listener_->readable.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->drain_listener(); };
-        }
+        make_listener_state();
         std::error_code ec;
         for (const endpoint& e : endpoints) {
             ec = open_listener(e);
@@ -768,12 +836,27 @@ private:
         throw std::system_error(ec, "tisock: listen() on " + host_name + ":" + std::to_string(port_));
     }
 
+    void make_listener_state() {
+        if (listener_) return;
+        listener_.reset(new listener_state(*this));
+        listener_->backoff.self = this;
+        listener_->backoff.on_expire = [](timer_node* t) { static_cast<socket_timer*>(t)->self->on_accept_backoff(); };
+        listener_->readable.self = this;
+        listener_->readable.on_ready = [](io_waiter* w) { static_cast<waiter*>(w)->self->drain_listener(); };
+    }
+
     std::error_code open_listener(const endpoint& e) {
         sys::result s = sys::socket(e.family());
         if (!s) return errno_code(s.error);
         int fd = int(s.value);
         // Restarting a server must not fail on connections in TIME_WAIT (robustness E9).
         (void)sys::set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+        if (reuse_port()) {
+            if (sys::result r = sys::set_int_option(fd, SOL_SOCKET, sys::reuse_port_option, 1); !r) {
+                (void)sys::close(fd);
+                return errno_code(r.error);
+            }
+        }
         if (e.family() == AF_INET6) (void)sys::set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1);
         // The kernel's backlog is only a hint, so it is kept large: the exact limit,
         // listen_queue_size, is enforced in user space by drain_listener().

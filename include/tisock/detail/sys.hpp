@@ -227,6 +227,14 @@ inline int socket_error(int fd) noexcept {
     return err;
 }
 
+// The option that lets several listeners share one host:port, the kernel balancing new
+// connections among them: FreeBSD's load-balancing variant where it exists.
+#if defined(SO_REUSEPORT_LB)
+inline constexpr int reuse_port_option = SO_REUSEPORT_LB;
+#else
+inline constexpr int reuse_port_option = SO_REUSEPORT;
+#endif
+
 // SO_LINGER {1, 0}: the descriptor's close() will send a reset instead of a FIN.
 inline void reset_on_close(int fd) noexcept {
     linger l{};
