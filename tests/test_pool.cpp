@@ -281,3 +281,21 @@ TEST_CASE("spawn onto a pool reactor from another thread") {
     CHECK(task_thread == handler_thread);
     CHECK(task_thread != std::this_thread::get_id());
 }
+
+TEST_CASE("a spawn posted from another thread is destroyed unstarted with its reactor") {
+    watchdog guard(30s, "posted spawn");
+    tracked::reset();
+    bool started = false;
+    auto t = [&]() -> task<void> {
+        tracked in_frame;
+        started = true;
+        co_return;
+    };
+    {
+        reactor r;
+        std::thread([&] { tisock::spawn(r, t()); }).join();
+        CHECK(tracked::alive() == 0);  // the frame exists, its body has not started
+    }
+    CHECK_FALSE(started);
+    CHECK(tracked::alive() == 0);
+}
