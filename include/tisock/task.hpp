@@ -32,6 +32,11 @@
 //   (noexcept) final_suspend, calls std::terminate. Any exception leaving a loop restores the
 //   per-thread pointer.
 //
+// Sticky tasks: a task records the loop its awaiter awaited from (detail::current_loop(), a
+// per-thread read out of line). If it finishes on another loop (after resume_on), its
+// awaiter is posted back there instead of handed to this thread's resumer; a spawned or
+// sync_wait root likewise ends on its own reactor. Same loop: one pointer compare more.
+//
 // Stop tokens: a promise points at the stop scope its task runs under (its awaiter's, copied
 // when it starts; detail/stop_scope.hpp), so sharing a token costs a pointer copy.
 #pragma once
