@@ -32,6 +32,11 @@
 //   (noexcept) final_suspend, calls std::terminate. Any exception leaving a loop restores the
 //   per-thread pointer.
 //
+// Sticky tasks: a task records the loop its awaiter awaited from (detail::current_loop(), a
+// per-thread read out of line). If it finishes on another loop (after resume_on), its
+// awaiter is posted back there instead of handed to this thread's resumer; a spawned or
+// sync_wait root likewise ends on its own reactor. Same loop: one pointer compare more.
+//
 // Stop tokens: a promise points at the stop scope its task runs under (its awaiter's, copied
 // when it starts; detail/stop_scope.hpp), so sharing a token costs a pointer copy.
 #pragma once
@@ -151,6 +156,29 @@ struct root_link : reactor_member, operation {
         loop.add_root(this);
         loop.defer(this);
     }
+    // spawn() from another thread: the start is posted (queued, it counts as work) and the
+    // task becomes a root when it starts; destroyed unstarted if the reactor goes first.
+    void post_start(reactor& r, std::coroutine_handle<> coroutine) {
+        owner = &r;
+        self = coroutine;
+        abandon = [](reactor_member* m) { static_cast<root_link*>(m)->self.destroy(); };
+        invoke = [](operation* op, bool run) {
+            auto* link = static_cast<root_link*>(op);
+            if (!run) return link->self.destroy();
+            reactor_access::core(*link->owner).add_root(link);
+            link->self.resume();
+        };
+        reactor_access::core(r).post_operation(this);
+    }
+    // Runs `ending` (which calls finish()) where the root started: at once on its reactor's
+    // thread, otherwise from a handler posted to it (it stays that reactor's work meanwhile).
+    // `ending` ignores run == false: the reactor is being destroyed and abandons the root.
+    void end(operation::invoke_fn ending) {
+        invoke = ending;
+        loop_core& home = reactor_access::core(*owner);
+        if (current_loop() == &home) return ending(this, true);
+        home.post_operation(this);
+    }
     // The coroutine finished: no longer a root.
     void finish() noexcept { reactor_access::core(*owner).remove_root(this); }
     // Never finished (sync_wait leaving early): off the root list and the ready queue.
@@ -182,16 +210,35 @@ public:
         void await_suspend(std::coroutine_handle<Promise> h) const noexcept {
             task_promise_base& p = h.promise();
             if (p.root_.owner != nullptr) {  // spawned: nobody awaits it, it ends itself
-                p.root_.finish();
-                // An exception escaped a spawned task: rethrown here, inside a noexcept
-                // function, std::terminate reports it ("terminate called after throwing...").
-                // A cancellation under a stopped token ends it quietly.
-                if (p.exception_ && !p.cancelled_quietly()) std::rethrow_exception(p.exception_);
-                h.destroy();
+                p.root_.end(&end_detached<Promise>);
+                return;
+            }
+            // Sticky: the awaiter goes on on the reactor it awaited from. Still there (the
+            // common case), the resumer takes it; after a resume_on, a posted handler does
+            // (root_, unused by an awaited task, is the operation).
+            if (p.home_ != nullptr && p.home_ != current_loop()) [[unlikely]] {
+                p.root_.self = p.continuation_;
+                p.root_.invoke = [](operation* op, bool run) {
+                    if (run) static_cast<root_link*>(op)->self.resume();
+                };
+                p.home_->post_operation(&p.root_);  // `h` may be destroyed by now
                 return;
             }
             p.resumption_.handle = p.continuation_;
             resumer::hand_over_final(h, p.resumption_);  // `h` may be destroyed by now
+        }
+        // A spawned task's end, on its reactor's thread.
+        template <class Promise>
+        static void end_detached(operation* op, bool run) noexcept {
+            if (!run) return;
+            auto h = std::coroutine_handle<Promise>::from_address(static_cast<root_link*>(op)->self.address());
+            task_promise_base& p = h.promise();
+            p.root_.finish();
+            // An exception escaped a spawned task: rethrown here, inside a noexcept function,
+            // std::terminate reports it ("terminate called after throwing..."). A
+            // cancellation under a stopped token ends it quietly.
+            if (p.exception_ && !p.cancelled_quietly()) std::rethrow_exception(p.exception_);
+            h.destroy();
         }
         void await_resume() const noexcept {}
     };
@@ -202,13 +249,21 @@ public:
     // Starts the task on behalf of `awaiter`; the result is await_suspend's (see hand_over).
     bool start(std::coroutine_handle<> self, std::coroutine_handle<> awaiter) {
         continuation_ = awaiter;
+        home_ = current_loop();
         resumption_.handle = self;
         return resumer::hand_over(awaiter, resumption_);
     }
 
     // spawn(): the task becomes a root of `r` (counted as work, destroyed with the reactor
     // if unfinished) and starts from the run loop. It owns itself: no wrapper coroutine.
-    void start_detached(reactor& r, std::coroutine_handle<> self) { root_.start(r, self); }
+    // From a thread not running `r`, the start is posted.
+    void start_detached(reactor& r, std::coroutine_handle<> self) {
+        if (current_loop() == &reactor_access::core(r)) {
+            root_.start(r, self);
+        } else {
+            root_.post_start(r, self);
+        }
+    }
 
 protected:
     bool cancelled_quietly() const noexcept {
@@ -221,6 +276,7 @@ protected:
 private:
     resumption resumption_;  // queues this task's start, later its awaiter's resumption
     std::coroutine_handle<> continuation_;
+    loop_core* home_ = nullptr;  // the loop the awaiter ran on when it awaited (none: no loop)
     std::exception_ptr exception_;
     root_link root_;  // started by spawn() only
 };
@@ -360,10 +416,15 @@ struct root_coroutine {
         struct final_awaiter {
             bool await_ready() const noexcept { return false; }
             void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
-                promise_type& p = h.promise();
-                p.root.finish();
-                *p.done_flag = true;
-                h.destroy();
+                h.promise().root.end([](operation* op, bool run) noexcept {
+                    if (!run) return;
+                    auto h = std::coroutine_handle<promise_type>::from_address(
+                        static_cast<root_link*>(op)->self.address());
+                    promise_type& p = h.promise();
+                    p.root.finish();
+                    *p.done_flag = true;
+                    h.destroy();
+                });
             }
             void await_resume() const noexcept {}
         };

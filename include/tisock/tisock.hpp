@@ -8,6 +8,8 @@
 #include <tisock/error.hpp>
 #include <tisock/memory_stream.hpp>
 #include <tisock/reactor.hpp>
+#include <tisock/reactor_pool.hpp>
+#include <tisock/resume_on.hpp>
 #include <tisock/scope.hpp>
 #include <tisock/socket_types.hpp>
 #include <tisock/stream.hpp>

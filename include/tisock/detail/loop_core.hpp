@@ -172,7 +172,10 @@ protected:
     loop_core() = default;
     ~loop_core() {
         destroying_ = true;
-        destroy_queue(ready_);  // deferred completions first: their owners are torn down next
+        // Deferred and posted completions first: their owners are torn down next (a task
+        // finishing on another reactor posts its awaiter's resumption from its own frame).
+        take_posted();
+        destroy_queue(ready_);
         // Members unlink themselves when abandoned; abandoning one may release others.
         while (!roots_.empty()) abandon(roots_);
         while (!members_.empty()) abandon(members_);
