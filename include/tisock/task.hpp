@@ -418,12 +418,12 @@ struct root_coroutine {
             void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
                 h.promise().root.end([](operation* op, bool run) noexcept {
                     if (!run) return;
-                    auto h = std::coroutine_handle<promise_type>::from_address(
+                    auto finished = std::coroutine_handle<promise_type>::from_address(
                         static_cast<root_link*>(op)->self.address());
-                    promise_type& p = h.promise();
+                    promise_type& p = finished.promise();
                     p.root.finish();
                     *p.done_flag = true;
-                    h.destroy();
+                    finished.destroy();
                 });
             }
             void await_resume() const noexcept {}

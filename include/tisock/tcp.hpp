@@ -74,7 +74,7 @@ protected:
     template <class P, class Start>
     bool suspend(std::coroutine_handle<P> h, Start start) {
         this->resume_when_done(h);
-        if (stop_scope* scope = scope_of(h); scope != nullptr) [[unlikely]] return suspend_observing(*scope, start);
+        if (stop_scope* observed = scope_of(h); observed != nullptr) [[unlikely]] return suspend_observing(*observed, start);
         return !start(false);
     }
     // First thing in await_resume: the scope no longer reaches the operation.
@@ -86,12 +86,12 @@ protected:
 
 private:
     template <class Start>
-    [[gnu::noinline]] bool suspend_observing(stop_scope& scope, Start start) {
+    [[gnu::noinline]] bool suspend_observing(stop_scope& observed, Start start) {
         // Stopped: as the reactor has processed it, or a root's token already stopped and
         // its stop still on its way (the operation must not start then either).
-        const bool stopped = scope.stopped() || scope.stop_requested();
+        const bool stopped = observed.stopped() || observed.stop_requested();
         if (start(stopped)) return false;
-        if (!stopped) observe(scope);
+        if (!stopped) observe(observed);
         return true;
     }
 
@@ -100,7 +100,7 @@ private:
         stop_scope::detach(*this);
         this->socket->forget(*this);
     }
-    [[gnu::noinline]] void observe(stop_scope& scope) noexcept {
+    [[gnu::noinline]] void observe(stop_scope& observed) noexcept {
         this->cancel = [](cancel_hook* h) noexcept {
             auto& self = static_cast<coroutine_op&>(*h);
             if (self.status == op_status::pending) {
@@ -109,7 +109,7 @@ private:
                 self.socket->cancel_finished(self);
             }
         };
-        scope.attach(*this);
+        observed.attach(*this);
     }
 };
 

@@ -327,7 +327,7 @@ public:
         if (!is_listener && !sys::getpeername(fd, peer)) {
             throw std::invalid_argument("tisock: adopt() needs a listening or a connected socket");
         }
-        if (sys::result r = sys::set_cloexec_nonblock(fd); !r) throw_errno(r.error, "tisock: adopt()");
+        if (sys::result made = sys::set_cloexec_nonblock(fd); !made) throw_errno(made.error, "tisock: adopt()");
         socket_ref s;
         if (is_listener) {
             options.host.clear();
